@@ -1,0 +1,356 @@
+"""The App: a schema bound to a database, a clock and a set of functions.
+
+``App(schema, url)`` opens (and creates or migrates) the database. Functions are
+registered with the decorators; trusted code calls them with ``app.run_query`` /
+``run_mutation`` / ``run_action`` / ``run``; untrusted callers go through
+``app.client(identity=...)``, which cannot see internal functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .backends import open_backend
+from .clock import Clock, SystemClock
+from .context import ActionCtx, AsyncActionCtx, MutationCtx, QueryCtx
+from .ddl import sync_schema
+from .errors import DatabaseError, EntsError, FunctionNotFoundError, SchemaError
+from .functions import FunctionDef, Kind, Registry, RetryPolicy
+from .ids import IdCodec
+from .runtime import TableRuntime
+from .schema import EntSchema
+from .storage import BlobStore
+from .transaction import Transaction
+from .writer import ConflictRace
+
+if TYPE_CHECKING:
+    from .crons import CronJobs
+    from .worker import Worker
+
+log = logging.getLogger("ents")
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: transient errors (busy database, serialization failures) are retried this long
+RETRY_SECONDS = 30.0
+
+
+class App:
+    """An ents application: schema + database + clock + functions (+ crons)."""
+
+    def __init__(
+        self,
+        schema: EntSchema,
+        url: str | None = None,
+        *,
+        clock: Clock | None = None,
+        crons: CronJobs | None = None,
+        storage_dir: str | None = None,
+        storage_url: str | None = None,
+        scheduled_delete_batch: int = 1000,
+    ) -> None:
+        if not isinstance(schema, EntSchema):
+            raise SchemaError("App() takes the result of define_ent_schema(...)")
+        self.schema = schema
+        self.backend = open_backend(url)
+        self.url = self.backend.url
+        self.clock: Clock = clock or SystemClock()
+        try:
+            numbers = sync_schema(self.backend, schema.tables)
+        except BaseException:
+            self.backend.close()
+            raise
+        self.codec = IdCodec(numbers)
+        self.runtimes: dict[str, TableRuntime] = {
+            name: TableRuntime(t, self.backend.dialect, self.codec) for name, t in schema.tables.items()
+        }
+        self.blobs = self._blob_store(storage_dir, storage_url)
+        self.functions = Registry()
+        self.scheduled_delete_batch = scheduled_delete_batch
+        self._wake_lock = threading.Lock()
+        self._wake_callbacks: list[Callable[[float], None]] = []
+        self.crons: CronJobs | None = crons
+        self._register_builtins()
+        self._closed = False
+
+    def _blob_store(self, storage_dir: str | None, storage_url: str | None) -> BlobStore:
+        if storage_dir is not None:
+            return BlobStore(storage_dir, storage_url)
+        path = getattr(self.backend, "path", None)
+        if path:
+            return BlobStore(path + ".files", storage_url)
+        if getattr(self.backend, "memory", False):
+            return BlobStore.temporary_store(storage_url)
+        return BlobStore("ents-files", storage_url)
+
+    def _register_builtins(self) -> None:
+        from .deletion import SCHEDULED_DELETE, scheduled_delete_step
+
+        app = self
+
+        def scheduled_delete(ctx: Any, table: str, id: str, deletion_time: float) -> None:
+            tx = ctx._tx
+            if not scheduled_delete_step(tx, table, id, deletion_time, app.scheduled_delete_batch):
+                from .scheduler import schedule_internal
+
+                schedule_internal(tx, SCHEDULED_DELETE, {"table": table, "id": id, "deletion_time": deletion_time}, tx.now)
+
+        self.functions.add(FunctionDef(self, scheduled_delete, "mutation", True, name=SCHEDULED_DELETE))
+
+    # -- registration -----------------------------------------------------------------
+
+    def _decorator(self, kind: Kind, internal: bool, fn: Any, name: str | None, retry: RetryPolicy | None = None) -> Any:
+        def register(handler: Callable[..., Any]) -> FunctionDef:
+            return self.functions.add(FunctionDef(self, handler, kind, internal, name=name, retry=retry))
+
+        if fn is None:
+            return register
+        return register(fn)
+
+    def query(self, fn: F | None = None, *, name: str | None = None) -> Any:
+        """Register a public query (read-only, one consistent snapshot)."""
+        return self._decorator("query", False, fn, name)
+
+    def mutation(self, fn: F | None = None, *, name: str | None = None) -> Any:
+        """Register a public mutation (one transaction, all or nothing)."""
+        return self._decorator("mutation", False, fn, name)
+
+    def action(self, fn: F | None = None, *, name: str | None = None, retry: RetryPolicy | None = None) -> Any:
+        """Register a public action (no direct database access; may be async)."""
+        return self._decorator("action", False, fn, name, retry)
+
+    def internal_query(self, fn: F | None = None, *, name: str | None = None) -> Any:
+        """Register a query that clients cannot call."""
+        return self._decorator("query", True, fn, name)
+
+    def internal_mutation(self, fn: F | None = None, *, name: str | None = None) -> Any:
+        """Register a mutation that clients cannot call."""
+        return self._decorator("mutation", True, fn, name)
+
+    def internal_action(self, fn: F | None = None, *, name: str | None = None, retry: RetryPolicy | None = None) -> Any:
+        """Register an action that clients cannot call; ``retry=RetryPolicy(...)`` opts into retries."""
+        return self._decorator("action", True, fn, name, retry)
+
+    # -- transactions -----------------------------------------------------------------
+
+    def _transact(
+        self,
+        body: Callable[[Transaction], Any],
+        *,
+        write: bool,
+        identity: Any = None,
+        function: str | None = None,
+        prepare: Callable[[Transaction], None] | None = None,
+    ) -> Any:
+        """Run ``body`` in one transaction, retrying transient failures with backoff."""
+        if self._closed:
+            raise EntsError("This App was closed")
+        backend = self.backend
+        dialect = backend.dialect
+        attempt = 0
+        deadline = time.monotonic() + RETRY_SECONDS
+        while True:
+            conn = backend.connect()
+            tx = Transaction(self, conn, write=write, now=self.clock.now(), identity=identity, function=function)
+            if prepare is not None:
+                prepare(tx)
+            try:
+                conn.begin(write)
+                result = body(tx)
+                conn.commit()
+            except BaseException as exc:
+                try:
+                    conn.rollback()
+                except Exception:  # pragma: no cover - the connection may be gone
+                    pass
+                backend.release(conn)
+                tx.rolled_back()
+                transient = isinstance(exc, ConflictRace) or dialect.classify(exc) == "transient"
+                if transient and time.monotonic() < deadline:
+                    attempt += 1
+                    time.sleep(min(0.001 * 2**attempt, 0.1) * (0.5 + random.random()))
+                    continue
+                if transient:
+                    raise DatabaseError(
+                        f"The database stayed busy for {RETRY_SECONDS:.0f}s; gave up after {attempt} retries "
+                        f"({exc})",
+                        function=function,
+                    ) from exc
+                if dialect.driver_errors and isinstance(exc, dialect.driver_errors):
+                    raise DatabaseError(f"Database error in `{function or 'transaction'}`: {exc}", function=function) from exc
+                raise
+            backend.release(conn)
+            tx.committed()
+            if tx.earliest_new_job is not None:
+                self._wake(tx.earliest_new_job)
+            return result
+
+    # -- calling functions ------------------------------------------------------------
+
+    def _call(self, fn: Any, args: Any, kind: Kind, *, identity: Any = None, origin_job: int | None = None, client: bool = False) -> Any:
+        fdef = self.functions.resolve(fn)
+        if client and fdef.internal:
+            raise FunctionNotFoundError(f"Could not find public function `{fdef.name}`", function=fdef.name)
+        if fdef.kind != kind:
+            raise FunctionNotFoundError(
+                f"Trying to execute `{fdef.name}` as a {kind}, but it is defined as a {fdef.kind}",
+                function=fdef.name,
+            )
+        kwargs = fdef.validate_args(args)
+        if kind == "action":
+            return self._run_action_handler(fdef, kwargs, identity=identity, job=origin_job)
+
+        def body(tx: Transaction) -> Any:
+            ctx = MutationCtx(tx) if kind == "mutation" else QueryCtx(tx)
+            return fdef.validate_result(fdef.handler(ctx, **kwargs))
+
+        def prepare(tx: Transaction) -> None:
+            if origin_job is not None and kind == "mutation":
+                from .context import _job_state
+
+                tx.running_job = origin_job
+                tx.origin_canceled = lambda: _job_state(tx, origin_job) == "canceled"
+
+        return self._transact(body, write=kind == "mutation", identity=identity, function=fdef.name, prepare=prepare)
+
+    def _run_action_handler(self, fdef: FunctionDef, kwargs: dict[str, Any], *, identity: Any, job: int | None) -> Any:
+        ctx = ActionCtx(self, identity=identity, job=job)
+        if fdef.is_async:
+            result = _run_coroutine(fdef.handler(AsyncActionCtx(ctx), **kwargs))
+        else:
+            result = fdef.handler(ctx, **kwargs)
+        return fdef.validate_result(result)
+
+    def run_query(self, fn: Any, args: dict[str, Any] | None = None, *, identity: Any = None) -> Any:
+        """Run a query (public or internal) and return its result."""
+        return self._call(fn, args, "query", identity=identity)
+
+    def run_mutation(self, fn: Any, args: dict[str, Any] | None = None, *, identity: Any = None) -> Any:
+        """Run a mutation (public or internal) in one transaction and return its result."""
+        return self._call(fn, args, "mutation", identity=identity)
+
+    def run_action(self, fn: Any, args: dict[str, Any] | None = None, *, identity: Any = None) -> Any:
+        """Run an action (public or internal) and return its result."""
+        return self._call(fn, args, "action", identity=identity)
+
+    def run(self, fn: Callable[[MutationCtx], Any], *, identity: Any = None) -> Any:
+        """Run ad-hoc code with a mutation ``ctx`` in one transaction (all or nothing)."""
+        return self._transact(lambda tx: fn(MutationCtx(tx)), write=True, identity=identity, function="app.run")
+
+    def client(self, identity: Any = None) -> Client:
+        """An untrusted caller: public functions only, with ``identity`` as ``ctx.auth``."""
+        return Client(self, identity)
+
+    # -- scheduling -------------------------------------------------------------------
+
+    def _wake(self, due: float) -> None:
+        with self._wake_lock:
+            callbacks = list(self._wake_callbacks)
+        for cb in callbacks:
+            cb(due)
+
+    def _on_wake(self, callback: Callable[[float], None]) -> Callable[[], None]:
+        with self._wake_lock:
+            self._wake_callbacks.append(callback)
+
+        def remove() -> None:
+            with self._wake_lock:
+                if callback in self._wake_callbacks:
+                    self._wake_callbacks.remove(callback)
+
+        return remove
+
+    def worker(self, **options: Any) -> Worker:
+        """A worker that runs due jobs and crons: ``.run()``, ``.start()``, ``.stop()``."""
+        from .worker import Worker
+
+        return Worker(self, **options)
+
+    def finish_in_progress_scheduled_functions(self) -> int:
+        """Run every job and cron run due now, and what they make due now; returns how many ran."""
+        from .worker import finish_in_progress
+
+        return finish_in_progress(self)
+
+    def finish_all_scheduled_functions(self, max_iterations: int = 100) -> int:
+        """Advance a fake clock job by job until no scheduled function is pending."""
+        from .worker import finish_all
+
+        return finish_all(self, max_iterations)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close connections (and a temporary file store)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.backend.close()
+        self.blobs.close()
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"App({self.url!r})"
+
+
+class Client:
+    """An untrusted caller of an App (``app.client(identity=...)``).
+
+    Internal functions are refused exactly as if they did not exist, and a function can
+    only be called as the kind it is.
+    """
+
+    def __init__(self, app: App, identity: Any) -> None:
+        self._app = app
+        self._identity = identity
+
+    def _resolve_public(self, fn: Any) -> Any:
+        try:
+            fdef = self._app.functions.resolve(fn)
+        except FunctionNotFoundError as exc:
+            name = exc.function or str(fn)
+            raise FunctionNotFoundError(f"Could not find public function `{name}`", function=name) from None
+        if fdef.internal:
+            raise FunctionNotFoundError(f"Could not find public function `{fdef.name}`", function=fdef.name)
+        return fdef
+
+    def query(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
+        return self._app._call(self._resolve_public(fn), args, "query", identity=self._identity, client=True)
+
+    def mutation(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
+        return self._app._call(self._resolve_public(fn), args, "mutation", identity=self._identity, client=True)
+
+    def action(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
+        return self._app._call(self._resolve_public(fn), args, "action", identity=self._identity, client=True)
+
+
+def _run_coroutine(coro: Any) -> Any:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    # Called from inside an event loop (e.g. an async test): run in a helper thread.
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = asyncio.run(coro)
+        except BaseException as exc:  # pragma: no cover - re-raised below
+            result["error"] = exc
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")

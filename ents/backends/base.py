@@ -1,0 +1,208 @@
+"""The narrow interface between ents and a database.
+
+A backend only moves rows. It opens connections, begins, commits and rolls back
+transactions, runs parameterised SQL, classifies driver errors, creates tables from the
+schema and carries wake-up notifications between processes. Everything with meaning
+(edges, cascades, uniqueness, claiming, retries, job states) lives above it, in shared code
+that writes SQL through the small set of dialect hooks below. SQLite and PostgreSQL differ
+only in those hooks and capability flags.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+Params = Sequence[Any]
+
+
+class Cursor(ABC):
+    """The part of a DB-API cursor ents uses."""
+
+    @abstractmethod
+    def fetchone(self) -> tuple[Any, ...] | None: ...
+
+    @abstractmethod
+    def fetchall(self) -> list[tuple[Any, ...]]: ...
+
+    @abstractmethod
+    def fetchmany(self, size: int) -> list[tuple[Any, ...]]: ...
+
+    @property
+    @abstractmethod
+    def rowcount(self) -> int: ...
+
+
+class Connection(ABC):
+    """One database connection, used by one thread at a time."""
+
+    @abstractmethod
+    def execute(self, sql: str, params: Params = ()) -> Any: ...
+
+    @abstractmethod
+    def executemany(self, sql: str, seq: Sequence[Params]) -> None: ...
+
+    @abstractmethod
+    def begin(self, write: bool) -> None:
+        """Begin a transaction: serializable for writes, a consistent snapshot for reads."""
+
+    @abstractmethod
+    def commit(self) -> None: ...
+
+    @abstractmethod
+    def rollback(self) -> None: ...
+
+    def savepoint(self, name: str) -> None:
+        self.execute(f"SAVEPOINT {name}")
+
+    def release(self, name: str) -> None:
+        self.execute(f"RELEASE SAVEPOINT {name}")
+
+    def rollback_to(self, name: str) -> None:
+        self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class Dialect:
+    """SQL differences between backends, as small hooks and capability flags."""
+
+    name = "generic"
+    #: placeholder for one positional parameter
+    param = "?"
+    #: ``SELECT ... FOR UPDATE SKIP LOCKED`` for claiming rows without blocking
+    skip_locked = ""
+    #: whether JSON columns are native (decoded by the driver) or text
+    native_json = False
+    #: whether booleans come back as bool (True) or as 0/1 (False)
+    native_bool = False
+    #: largest number of parameters one statement may carry
+    max_params = 999
+    #: several processes may run workers against the same database
+    multi_process = True
+    #: the driver's exception classes (wrapped in DatabaseError when they escape)
+    driver_errors: tuple[type[BaseException], ...] = ()
+
+    def q(self, ident: str) -> str:
+        return '"' + ident.replace('"', '""') + '"'
+
+    def sql(self, text: str) -> str:
+        """Translate ``?`` placeholders to this dialect's style."""
+        return text if self.param == "?" else text.replace("?", self.param)
+
+    def json_extract(self, column_sql: str, path: Sequence[str]) -> str:
+        """An SQL expression giving the scalar at ``path`` inside a JSON column."""
+        raise NotImplementedError
+
+    def json_value_param(self, value: Any) -> tuple[str, Any]:
+        """SQL and parameter comparing equal to a scalar extracted by :meth:`json_extract`."""
+        return self.param, value
+
+    def is_not_distinct(self, left: str, right: str) -> str:
+        return f"{left} IS {right}"
+
+    def is_distinct(self, left: str, right: str) -> str:
+        return f"{left} IS NOT {right}"
+
+    def order_term(self, expr: str, desc: bool) -> str:
+        """Order with NULL first ascending and last descending, like Convex."""
+        return f"{expr} DESC" if desc else f"{expr} ASC"
+
+    def index_term(self, column_sql: str) -> str:
+        return column_sql
+
+    #: placeholder for a JSON value given as text
+    json_param = "?"
+
+    def insert_ignore_returning(self, table: str, columns: Sequence[str], json_columns: frozenset[str] = frozenset()) -> str:
+        cols = ", ".join(self.q(c) for c in columns)
+        marks = ", ".join(self.json_param if c in json_columns else self.param for c in columns)
+        return (
+            f"INSERT INTO {self.q(table)} ({cols}) VALUES ({marks}) "
+            f"ON CONFLICT DO NOTHING RETURNING {self.q('_rid')}"
+        )
+
+    def bool_to_db(self, value: bool) -> Any:
+        return value
+
+    def classify(self, exc: BaseException) -> str | None:
+        """``"transient"`` for errors worth retrying, ``"unique"`` for unique violations."""
+        return None
+
+    #: how many values one IN (...) lookup carries; larger sets are split
+    batch_size = 500
+
+    def in_clause(self, column_sql: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """``column IN (...)`` for a non-empty list of at most ``batch_size`` values.
+
+        The list is padded to a power of two (repeating its last value) so that only a
+        handful of distinct statements exist and the driver's statement cache keeps them.
+        """
+        n = len(values)
+        size = 1 << (n - 1).bit_length() if n > 1 else 1
+        padded = list(values)
+        if size > n:
+            padded.extend([values[-1]] * (size - n))
+        return f"{column_sql} IN ({', '.join([self.param] * size)})", padded
+
+
+class Backend(ABC):
+    """A database: connections, schema creation and cross-process wake-ups."""
+
+    dialect: Dialect
+    url: str
+
+    @abstractmethod
+    def connect(self) -> Connection:
+        """A connection for the calling thread (returned with :meth:`release`)."""
+
+    @abstractmethod
+    def release(self, conn: Connection) -> None: ...
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        conn = self.connect()
+        try:
+            yield conn
+        finally:
+            self.release(conn)
+
+    # -- schema ------------------------------------------------------------------------
+
+    @abstractmethod
+    def json_type(self) -> Any:
+        """The SQLAlchemy type of JSON columns."""
+
+    @abstractmethod
+    def sa_dialect(self) -> Any:
+        """The SQLAlchemy dialect DDL is compiled for."""
+
+    @abstractmethod
+    def introspect_tables(self, conn: Connection) -> set[str]: ...
+
+    @abstractmethod
+    def introspect_columns(self, conn: Connection, table: str) -> set[str]: ...
+
+    @abstractmethod
+    def introspect_indexes(self, conn: Connection, table: str) -> set[str]: ...
+
+    def lock_schema(self, conn: Connection) -> None:
+        """Serialize schema changes between processes (inside the schema transaction)."""
+
+    # -- wake-ups between processes -----------------------------------------------------
+
+    def notify(self, conn: Connection, payload: str) -> None:
+        """Tell other processes jobs changed; delivered when the transaction commits."""
+
+    def watch(self, callback: Callable[[], None], interval: float = 0.05) -> Callable[[], None]:
+        """Call ``callback`` when another process may have scheduled work; returns a stopper."""
+        return lambda: None
+
+    def describe(self) -> str:
+        return self.url
+
+    @abstractmethod
+    def close(self) -> None: ...

@@ -1,0 +1,356 @@
+"""The ``ctx`` handed to functions: queries, mutations and actions.
+
+* ``QueryCtx``: ``ctx.table``, ``ctx.db`` (read-only), ``ctx.auth``, ``ctx.storage`` reads.
+* ``MutationCtx``: all of the above with writes, plus ``ctx.scheduler`` and ``ctx.crons``.
+* ``ActionCtx``: no database access; ``ctx.run_query``, ``ctx.run_mutation``,
+  ``ctx.run_action``, ``ctx.scheduler`` and ``ctx.storage``, each step its own transaction.
+  An ``async def`` action gets :class:`AsyncActionCtx`, whose methods are awaitable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from .errors import ContextError, InvalidIdError, ReadOnlyError, ValidationError
+from .query import Query, SystemTableQuery, TableFactory, TableQuery
+from .scheduler import Scheduler
+from .storage import Storage
+
+if TYPE_CHECKING:
+    from .app import App
+    from .transaction import Transaction
+
+
+class Auth:
+    """``ctx.auth``: who called. Scheduled functions and crons have no identity."""
+
+    def __init__(self, identity: Any) -> None:
+        self._identity = identity
+
+    def get_user_identity(self) -> Any:
+        return self._identity
+
+
+# -- ctx.db ---------------------------------------------------------------------------
+
+
+class DbQuery:
+    """Convex's document-level query: ``ctx.db.query("t").with_index(...).filter(...).collect()``."""
+
+    def __init__(self, query: Query) -> None:
+        self._q = query
+
+    def with_index(self, index: str, range_fn: Callable[[Any], Any] | None = None) -> DbQuery:
+        q = self._q
+        if q._index is not None or q._range_fn is not None:
+            raise ValidationError("with_index() can be used once per query", table=q._rt.name)
+        return DbQuery(type(q)(q._tx, q._rt, index=index, range_fn=range_fn, filters=q._filters, desc=q._desc, limit=q._limit))
+
+    def filter(self, fn: Callable[[Any], Any]) -> DbQuery:
+        return DbQuery(self._q.filter(fn))
+
+    def order(self, direction: str) -> DbQuery:
+        return DbQuery(self._q.order(direction))
+
+    def collect(self) -> list[dict[str, Any]]:
+        return [_doc(e) for e in self._q]
+
+    def take(self, n: int) -> list[dict[str, Any]]:
+        return [_doc(e) for e in self._q.take(n)]
+
+    def first(self) -> dict[str, Any] | None:
+        e = self._q.first()
+        return _doc(e) if e is not None else None
+
+    def unique(self) -> dict[str, Any] | None:
+        e = self._q.unique()
+        return _doc(e) if e is not None else None
+
+    def paginate(self, opts: dict[str, Any]) -> dict[str, Any]:
+        page = self._q.paginate(opts)
+        page["page"] = [_doc(e) for e in page["page"]]
+        return page
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for e in self._q:
+            yield _doc(e)
+
+
+def _doc(ent: Any) -> dict[str, Any]:
+    from .values import Doc
+
+    return Doc(ent.doc())
+
+
+class SystemDb:
+    """``ctx.db.system``: read system tables by id or query."""
+
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
+
+    def get(self, id: str) -> dict[str, Any] | None:
+        table = _table_of(self._tx, id)
+        if not table.startswith("_"):
+            raise ValidationError(f"ctx.db.system.get() reads system tables; `{id}` is an id of \"{table}\"", table=table)
+        ent = TableFactory(self._tx)(table).get(id)
+        return _doc(ent) if ent is not None else None
+
+    def query(self, table: str) -> DbQuery:
+        return DbQuery(TableFactory(self._tx).system(table))
+
+
+def _table_of(tx: Transaction, id: Any) -> str:
+    table, _ = tx.app.codec.decode(id)
+    rt = tx.runtimes.get(table)
+    if rt is None or rt.table.is_edge_table:
+        raise InvalidIdError(f"Invalid id `{id}`: it does not belong to any table of this schema", id=str(id))
+    return table
+
+
+class Db:
+    """``ctx.db``: Convex's document API. Writes follow the same rules as ``ctx.table``
+    (validation, uniqueness, edges); ``delete`` is always a hard delete with cascades."""
+
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
+        self.system = SystemDb(tx)
+
+    def get(self, id: str) -> dict[str, Any] | None:
+        table = _table_of(self._tx, id)
+        ent = TableFactory(self._tx)(table).get(id)
+        return _doc(ent) if ent is not None else None
+
+    def query(self, table: str) -> DbQuery:
+        return DbQuery(TableFactory(self._tx)(table))
+
+    def normalize_id(self, table: str, id: Any) -> str | None:
+        return TableFactory(self._tx)(table).normalize_id(id)
+
+    def insert(self, table: str, value: dict[str, Any]) -> str:
+        q = TableFactory(self._tx)(table)
+        if isinstance(q, SystemTableQuery):
+            raise ReadOnlyError(f'System table "{table}" is read-only', table=table)
+        return q.insert(value)
+
+    def patch(self, id: str, value: dict[str, Any]) -> None:
+        from .writer import patch
+
+        table = _table_of(self._tx, id)
+        rt = self._tx.rt(table)
+        patch(self._tx, rt, self._tx.app.codec.decode_for(table, id), value)
+
+    def replace(self, id: str, value: dict[str, Any]) -> None:
+        from .writer import replace
+
+        table = _table_of(self._tx, id)
+        rt = self._tx.rt(table)
+        replace(self._tx, rt, self._tx.app.codec.decode_for(table, id), value)
+
+    def delete(self, id: str) -> None:
+        from .deletion import hard_delete
+        from .errors import EntNotFoundError
+        from .writer import _check_writable
+
+        table = _table_of(self._tx, id)
+        rt = self._tx.rt(table)
+        _check_writable(self._tx, rt, f'delete a document of "{table}"')
+        rid = self._tx.app.codec.decode_for(table, id)
+        if not hard_delete(self._tx, table, [rid]):
+            raise EntNotFoundError(f'Document not found with id `{id}` in table "{table}"', table=table, id=str(id))
+
+
+# -- contexts -------------------------------------------------------------------------
+
+
+class QueryCtx:
+    """The context of a query: read-only access to the database."""
+
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
+        self.table = TableFactory(tx)
+        self.db = Db(tx)
+        self.auth = Auth(tx.identity)
+        self.storage = Storage(tx)
+
+    @property
+    def app(self) -> App:
+        return self._tx.app
+
+    @property
+    def now(self) -> float:
+        """The time this transaction started (ms), from the App's clock."""
+        return self._tx.now
+
+
+class MutationCtx(QueryCtx):
+    """The context of a mutation: reads, writes and scheduling, all in one transaction."""
+
+    def __init__(self, tx: Transaction) -> None:
+        super().__init__(tx)
+        self.scheduler = Scheduler(tx)
+
+    @property
+    def crons(self) -> Any:
+        from .crons import RuntimeCrons
+
+        return RuntimeCrons(self._tx)
+
+
+class _NoDb:
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def __getattr__(self, name: str) -> Any:
+        raise ContextError(
+            f"{self._what} is not available in actions: actions have no direct database access. "
+            "Use ctx.run_query(...) and ctx.run_mutation(...) to read and write."
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__getattr__("__call__")
+
+
+class ActionScheduler:
+    """``ctx.scheduler`` in an action: every call commits at once."""
+
+    def __init__(self, ctx: ActionCtx) -> None:
+        self._ctx = ctx
+
+    def run_after(self, delay: Any, fn: Any, args: dict[str, Any] | None = None) -> str:
+        return self._ctx._step(lambda tx: Scheduler(tx).run_after(delay, fn, args))  # type: ignore[no-any-return]
+
+    def run_at(self, timestamp: Any, fn: Any, args: dict[str, Any] | None = None) -> str:
+        return self._ctx._step(lambda tx: Scheduler(tx).run_at(timestamp, fn, args))  # type: ignore[no-any-return]
+
+    def cancel(self, id: str) -> None:
+        self._ctx._step(lambda tx: Scheduler(tx).cancel(id))
+
+
+class ActionStorage:
+    """``ctx.storage`` in an action: every call is its own transaction."""
+
+    def __init__(self, ctx: ActionCtx) -> None:
+        self._ctx = ctx
+
+    def store(self, data: bytes, content_type: str | None = None) -> str:
+        return self._ctx._step(lambda tx: Storage(tx).store(data, content_type))  # type: ignore[no-any-return]
+
+    def get(self, id: str) -> bytes | None:
+        return self._ctx._read(lambda tx: Storage(tx).get(id))  # type: ignore[no-any-return]
+
+    def get_url(self, id: str) -> str | None:
+        return self._ctx._read(lambda tx: Storage(tx).get_url(id))  # type: ignore[no-any-return]
+
+    def get_metadata(self, id: str) -> dict[str, Any] | None:
+        return self._ctx._read(lambda tx: Storage(tx).get_metadata(id))  # type: ignore[no-any-return]
+
+    def delete(self, id: str) -> None:
+        self._ctx._step(lambda tx: Storage(tx).delete(id))
+
+
+class ActionCtx:
+    """The context of an action: calls other functions; no direct database access."""
+
+    db = _NoDb("ctx.db")
+    table = _NoDb("ctx.table")
+
+    def __init__(self, app: App, identity: Any = None, job: int | None = None) -> None:
+        self._app = app
+        self._identity = identity
+        self._job = job
+        self.auth = Auth(identity)
+        self.scheduler = ActionScheduler(self)
+        self.storage = ActionStorage(self)
+
+    @property
+    def app(self) -> App:
+        return self._app
+
+    def _step(self, body: Callable[[Transaction], Any]) -> Any:
+        def run(tx: Transaction) -> Any:
+            tx.running_job = self._job
+            if self._job is not None:
+                tx.origin_canceled = lambda: _job_state(tx, self._job) == "canceled"
+            return body(tx)
+
+        return self._app._transact(run, write=True, identity=self._identity, function="action")
+
+    def _read(self, body: Callable[[Transaction], Any]) -> Any:
+        return self._app._transact(body, write=False, identity=self._identity, function="action")
+
+    def run_query(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
+        """Run a query (public or internal) in its own read transaction."""
+        return self._app._call(fn, args, "query", identity=self._identity, origin_job=self._job)
+
+    def run_mutation(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
+        """Run a mutation (public or internal) in its own transaction."""
+        return self._app._call(fn, args, "mutation", identity=self._identity, origin_job=self._job)
+
+    def run_action(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
+        """Run another action and wait for its result."""
+        return self._app._call(fn, args, "action", identity=self._identity, origin_job=self._job)
+
+
+def _job_state(tx: Transaction, rid: int | None) -> str | None:
+    if rid is None:
+        return None
+    d = tx.dialect
+    row = tx.fetchone(f"SELECT {d.q('state')} FROM {d.q('_scheduled_functions')} WHERE {d.q('_rid')} = {d.param}", (rid,))
+    return row[0] if row else None
+
+
+class _AsyncProxy:
+    """Wraps a synchronous facade so that each method is awaitable (run in a thread)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await asyncio.to_thread(attr, *args, **kwargs)
+
+        return call
+
+
+class AsyncActionCtx:
+    """The context of an ``async def`` action: like ActionCtx, with awaitable methods."""
+
+    db = _NoDb("ctx.db")
+    table = _NoDb("ctx.table")
+
+    def __init__(self, sync: ActionCtx) -> None:
+        self._sync = sync
+        self.auth = sync.auth
+        self.scheduler = _AsyncProxy(sync.scheduler)
+        self.storage = _AsyncProxy(sync.storage)
+
+    @property
+    def app(self) -> App:
+        return self._sync.app
+
+    async def run_query(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
+        return await asyncio.to_thread(self._sync.run_query, fn, args)
+
+    async def run_mutation(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
+        return await asyncio.to_thread(self._sync.run_mutation, fn, args)
+
+    async def run_action(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
+        return await asyncio.to_thread(self._sync.run_action, fn, args)
+
+
+__all__ = [
+    "Auth",
+    "QueryCtx",
+    "MutationCtx",
+    "ActionCtx",
+    "AsyncActionCtx",
+    "Db",
+    "DbQuery",
+    "TableQuery",
+]

@@ -1,0 +1,220 @@
+"""Deleting ents: hard cascades, soft deletion and scheduled deletion.
+
+Hard deletion follows Convex Ents' rules, set-based: ents whose required edge points at
+a deleted ent are deleted too (recursively), optional edges pointing at it are unset,
+many:many edge rows are removed, and a stored edge marked ``deletion="hard"`` deletes the
+other end of a 1:1 edge, cancels a pending or running job in ``_scheduled_functions``,
+or deletes a file in ``_storage``. Each step is one statement per batch of ids, never
+one per row.
+
+Soft deletion sets ``deletion_time`` and follows edges marked ``deletion="soft"``.
+Scheduled deletion soft-deletes now and hard-deletes later, through the scheduler, in
+bounded batches that delete children before parents and reschedule themselves. Unlike
+Convex Ents it tolerates an ent that is already gone, cancels linked jobs and deletes
+linked files in its final step, and never skips rows created at the same instant (it
+always takes "whatever is left", not a page after some creation time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .errors import EntNotFoundError
+from .schema import Edge
+
+if TYPE_CHECKING:
+    from .runtime import TableRuntime
+    from .transaction import Transaction
+
+SCHEDULED_DELETE = "ents:scheduled_delete"
+
+
+def delete_ent(tx: Transaction, rt: TableRuntime, rid: int) -> str:
+    """Delete one ent following its table's deletion behavior."""
+    from .writer import _check_writable
+
+    _check_writable(tx, rt, f'delete a document of "{rt.name}"')
+    id = rt.encode_rid(rid)
+    if tx.fetchone(rt.sql_exists, (rid,)) is None:
+        raise EntNotFoundError(f'Document not found with id `{id}` in table "{rt.name}"', table=rt.name, id=id)
+    mode = rt.table.deletion
+    if mode is None:
+        hard_delete(tx, rt.name, [rid])
+    else:
+        soft_delete(tx, rt, [rid])
+        if mode == "scheduled":
+            from .scheduler import schedule_internal
+
+            schedule_internal(
+                tx,
+                SCHEDULED_DELETE,
+                {"table": rt.name, "id": id, "deletion_time": tx.now},
+                tx.now + rt.table.deletion_delay_ms,
+            )
+    tx.touched()
+    return id
+
+
+# -- hard ------------------------------------------------------------------------------
+
+
+def hard_delete(tx: Transaction, table: str, rids: list[int]) -> int:
+    """Delete rows of ``table`` and everything that cascades from them; returns rows deleted."""
+    if not rids:
+        return 0
+    q = tx.dialect.q
+    work: list[tuple[str, str, list[Any]]] = [(table, "_rid", list(rids))]
+    deleted = 0
+    while work:
+        name, column, keys = work.pop()
+        rt = tx.rt(name)
+        links = [e for e in rt.table.edges.values() if e.kind == "field" and e.deletion == "hard"]
+        returning = ", ".join([q("_rid"), *[q(e.field) for e in links]])
+        rows = list(_delete_returning(tx, rt, column, keys, returning))
+        if not rows:
+            continue
+        deleted += len(rows)
+        gone = [r[0] for r in rows]
+        for i, edge in enumerate(links, start=1):
+            targets = list({r[i] for r in rows if r[i] is not None})
+            if targets:
+                _follow_hard_link(tx, edge, targets, work)
+        for edge in rt.table.edges.values():
+            _cascade(tx, edge, gone, work)
+    tx.touched()
+    return deleted
+
+
+def _delete_returning(tx: Transaction, rt: TableRuntime, column: str, keys: list[Any], returning: str) -> Iterator[tuple[Any, ...]]:
+    q = tx.dialect.q
+    yield from tx.in_chunks(f"DELETE FROM {rt.q_table}", q(column), keys, suffix=f" RETURNING {returning}")
+
+
+def _follow_hard_link(tx: Transaction, edge: Edge, targets: list[int], work: list[tuple[str, str, list[Any]]]) -> None:
+    if edge.to == "_scheduled_functions":
+        from .scheduler import cancel_jobs
+
+        cancel_jobs(tx, targets, quiet=True)
+    elif edge.to == "_storage":
+        from .storage import delete_files
+
+        delete_files(tx, targets)
+    else:
+        work.append((edge.to, "_rid", targets))
+
+
+def _cascade(tx: Transaction, edge: Edge, gone: list[int], work: list[tuple[str, str, list[Any]]]) -> None:
+    q = tx.dialect.q
+    if edge.kind in ("ref", "many_field"):
+        child = tx.rt(edge.to)
+        if edge.optional:
+            tx.run_in_chunks(f"UPDATE {child.q_table} SET {q(edge.field)} = NULL", q(edge.field), gone)
+        else:
+            work.append((edge.to, edge.field, gone))
+    elif edge.kind == "many_many":
+        assert edge.edge_table is not None and edge.ref is not None
+        et = q(edge.edge_table)
+        tx.run_in_chunks(f"DELETE FROM {et}", q(edge.field), gone)
+        if edge.symmetric:
+            tx.run_in_chunks(f"DELETE FROM {et}", q(edge.ref), gone)
+
+
+# -- soft ------------------------------------------------------------------------------
+
+
+def soft_delete(tx: Transaction, rt: TableRuntime, rids: list[int]) -> None:
+    """Set ``deletion_time`` and follow edges marked ``deletion="soft"``."""
+    q = tx.dialect.q
+    d = tx.dialect
+    tx.run_in_chunks(f"UPDATE {rt.q_table} SET {q('deletion_time')} = {d.param}", q("_rid"), rids, params=(tx.now,))
+    for edge in rt.table.edges.values():
+        if edge.deletion != "soft" or edge.kind not in ("ref", "many_field"):
+            continue
+        child = tx.rt(edge.to)
+        kids = [
+            r[0]
+            for r in tx.in_chunks(
+                f"SELECT {q('_rid')} FROM {child.q_table}", q(edge.field), rids, suffix=f" AND {q('deletion_time')} IS NULL"
+            )
+        ]
+        if kids:
+            soft_delete(tx, child, kids)
+    tx.touched()
+
+
+# -- scheduled -------------------------------------------------------------------------
+
+
+class _Budget:
+    __slots__ = ("left",)
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+
+def scheduled_delete_step(tx: Transaction, table: str, id: str, deletion_time: float, batch: int) -> bool:
+    """One bounded step of a scheduled deletion; True when the ent is fully deleted.
+
+    Does nothing when the ent is already gone or its ``deletion_time`` changed (the
+    deletion was undone, or redone later and will be finished by that later job).
+    """
+    rt = tx.rt(table)
+    rid = tx.app.codec.decode_for(table, id)
+    row = tx.fetchone(
+        f"SELECT {tx.dialect.q('deletion_time')} FROM {rt.q_table} WHERE {tx.dialect.q('_rid')} = {tx.dialect.param}",
+        (rid,),
+    )
+    if row is None or row[0] is None or float(row[0]) != float(deletion_time):
+        return True
+    budget = _Budget(batch)
+    if not _delete_descendants(tx, rt, [rid], budget):
+        return False
+    hard_delete(tx, table, [rid])
+    return True
+
+
+def _delete_descendants(tx: Transaction, rt: TableRuntime, rids: list[int], budget: _Budget) -> bool:
+    """Delete what hangs off ``rids`` (deepest first) within the budget; True when done."""
+    q = tx.dialect.q
+    d = tx.dialect
+    for edge in rt.table.edges.values():
+        if edge.kind == "many_many":
+            assert edge.edge_table is not None and edge.ref is not None
+            cols = [edge.field] + ([edge.ref] if edge.symmetric else [])
+            for col in cols:
+                while True:
+                    if budget.left <= 0:
+                        return False
+                    n = min(budget.left, d.batch_size)
+                    cond, params = d.in_clause(q(col), rids)
+                    ids = [r[0] for r in tx.fetchall(f"SELECT {q('_rid')} FROM {q(edge.edge_table)} WHERE {cond} LIMIT {n}", params)]
+                    if not ids:
+                        break
+                    tx.run_in_chunks(f"DELETE FROM {q(edge.edge_table)}", q("_rid"), ids)
+                    budget.left -= len(ids)
+            continue
+        if edge.kind not in ("ref", "many_field"):
+            continue
+        child = tx.rt(edge.to)
+        while True:
+            if budget.left <= 0:
+                return False
+            n = min(budget.left, d.batch_size)
+            cond, params = d.in_clause(q(edge.field), rids)
+            kids = [
+                r[0]
+                for r in tx.fetchall(
+                    f"SELECT {q('_rid')} FROM {child.q_table} WHERE {cond} ORDER BY {q('_rid')} LIMIT {n}", params
+                )
+            ]
+            if not kids:
+                break
+            if edge.optional:
+                tx.run_in_chunks(f"UPDATE {child.q_table} SET {q(edge.field)} = NULL", q("_rid"), kids)
+                budget.left -= len(kids)
+                continue
+            if not _delete_descendants(tx, child, kids, budget):
+                return False
+            budget.left -= hard_delete(tx, child.name, kids)
+    return True

@@ -1,0 +1,244 @@
+"""Functions: queries, mutations and actions, their names and argument validation.
+
+A function is registered on an App with a decorator. Its name is
+``"<module>:<qualname>"`` (or the ``name=`` given), which is how jobs refer to it across
+processes. Arguments are validated from the handler's annotations with pydantic in
+strict mode before the handler runs; the return value is checked when annotated.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import ConfigDict, TypeAdapter, create_model
+from pydantic import ValidationError as PydanticValidationError
+
+from .errors import FunctionNotFoundError, SchemaError, ValidationError
+from .fields import describe_value, format_pydantic_error
+from .values import normalize
+
+Kind = Literal["query", "mutation", "action"]
+
+
+@dataclass
+class RetryPolicy:
+    """Opt-in retries for actions: up to ``max_attempts`` runs in all, waiting
+    ``initial_backoff_ms * base ** (attempt - 1)`` (capped at ``max_backoff_ms``) plus up to
+    ``jitter`` of that again between attempts. Raise :class:`NonRetryableError` to stop."""
+
+    max_attempts: int = 3
+    initial_backoff_ms: float = 1000
+    base: float = 2.0
+    max_backoff_ms: float = 5 * 60 * 1000
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            raise SchemaError(f"RetryPolicy.max_attempts must be a positive integer, got {self.max_attempts!r}")
+        if self.initial_backoff_ms < 0 or self.max_backoff_ms < 0 or self.base < 1 or not 0 <= self.jitter <= 1:
+            raise SchemaError("RetryPolicy needs backoffs >= 0, base >= 1 and 0 <= jitter <= 1")
+
+    def delay_ms(self, attempt: int, rand: float) -> float:
+        """Delay before the run after ``attempt`` (1-based) failed; ``rand`` in [0, 1)."""
+        raw = self.initial_backoff_ms * self.base ** (attempt - 1)
+        delay = min(raw, self.max_backoff_ms)
+        return delay + delay * self.jitter * rand
+
+
+class NonRetryableError(Exception):
+    """Raise from an action with a retry policy to fail it at once, without retrying."""
+
+
+class FunctionDef:
+    """A registered function; call it directly to run the handler as a plain helper."""
+
+    def __init__(
+        self,
+        app: Any,
+        handler: Callable[..., Any],
+        kind: Kind,
+        internal: bool,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if not callable(handler):
+            raise SchemaError(f"@{kind} decorates a function, got {type(handler).__name__}")
+        self.app = app
+        self.handler = handler
+        self.kind: Kind = kind
+        self.internal = internal
+        self.name = name or function_name(handler)
+        self.is_async = inspect.iscoroutinefunction(handler)
+        if self.is_async and kind != "action":
+            raise SchemaError(f"Function `{self.name}`: only actions may be `async def`; {kind}s run inside a transaction")
+        if retry is not None and kind != "action":
+            raise SchemaError(f"Function `{self.name}`: retry policies are for actions (mutations are already retried)")
+        self.retry = retry
+        self._args, self.arg_names, self._accepts_extra = _args_adapter(self.name, handler)
+        self._returns = _returns_adapter(self.name, handler)
+        self.__doc__ = handler.__doc__
+        self.__name__ = getattr(handler, "__name__", self.name)
+        self.__wrapped__ = handler
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.handler(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        vis = "internal " if self.internal else ""
+        return f"<ents {vis}{self.kind} {self.name}>"
+
+    def validate_args(self, args: Any) -> dict[str, Any]:
+        """Validated keyword arguments for the handler (ValidationError names the argument)."""
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise ValidationError(
+                f"Arguments of function `{self.name}` must be a dict, got {describe_value(args)}",
+                function=self.name,
+            )
+        if self._args is None:
+            return dict(args)
+        try:
+            model = self._args.validate_python(args)
+        except PydanticValidationError as exc:
+            errors = exc.errors()
+            field = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else None
+            raise ValidationError(
+                format_pydantic_error(exc, subject=f"Invalid arguments for function `{self.name}`", noun="argument"),
+                function=self.name,
+                field=field,
+            ) from None
+        out = {name: getattr(model, name) for name in self.arg_names if name in model.model_fields_set or _has_default(model, name)}
+        if self._accepts_extra and model.model_extra:
+            out.update(model.model_extra)
+        return out
+
+    def validate_result(self, value: Any) -> Any:
+        if self._returns is None:
+            return value
+        try:
+            self._returns.validate_python(value)
+        except PydanticValidationError as exc:
+            raise ValidationError(
+                format_pydantic_error(exc, subject=f"Function `{self.name}` returned a value that does not match its annotation", noun="value"),
+                function=self.name,
+            ) from None
+        return value
+
+    def json_args(self, args: Any) -> Any:
+        """Arguments as stored for a scheduled run (validated, then plain JSON-like data)."""
+        validated = self.validate_args(args)
+        return normalize(validated)
+
+
+def _has_default(model: Any, name: str) -> bool:
+    return name in type(model).model_fields
+
+
+def function_name(handler: Callable[..., Any]) -> str:
+    module = getattr(handler, "__module__", None) or "__main__"
+    if module == "__main__":
+        main = sys.modules.get("__main__")
+        spec = getattr(main, "__spec__", None)
+        if spec is not None and spec.name:
+            module = spec.name
+        elif main is not None and getattr(main, "__file__", None):
+            import os
+
+            module = os.path.splitext(os.path.basename(main.__file__))[0]  # type: ignore[type-var]
+    qualname = getattr(handler, "__qualname__", getattr(handler, "__name__", "function"))
+    return f"{module}:{qualname}"
+
+
+def _args_adapter(name: str, handler: Callable[..., Any]) -> tuple[Any, list[str], bool]:
+    try:
+        sig = inspect.signature(handler)
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return None, [], True
+    params = list(sig.parameters.values())
+    if not params or params[0].kind not in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+        raise SchemaError(f"Function `{name}` must take the context as its first parameter: def f(ctx, ...)")
+    fields: dict[str, Any] = {}
+    names: list[str] = []
+    extra = False
+    hints = _hints(handler)
+    for p in params[1:]:
+        if p.kind == inspect.Parameter.VAR_KEYWORD:
+            extra = True
+            continue
+        if p.kind == inspect.Parameter.VAR_POSITIONAL:
+            raise SchemaError(f"Function `{name}`: *{p.name} is not supported; arguments are passed by name")
+        if p.kind == inspect.Parameter.POSITIONAL_ONLY:
+            raise SchemaError(f"Function `{name}`: argument `{p.name}` is positional-only; arguments are passed by name")
+        annotation = hints.get(p.name, Any)
+        default = ... if p.default is inspect.Parameter.empty else p.default
+        fields[p.name] = (annotation, default)
+        names.append(p.name)
+    model = create_model(  # type: ignore[call-overload]
+        f"{name.replace(':', '_').replace('.', '_')}_args",
+        __config__=ConfigDict(strict=True, extra="allow" if extra else "forbid", arbitrary_types_allowed=True),
+        **fields,
+    )
+    return TypeAdapter(model), names, extra
+
+
+def _returns_adapter(name: str, handler: Callable[..., Any]) -> TypeAdapter[Any] | None:
+    hints = _hints(handler)
+    if "return" not in hints:
+        return None
+    try:
+        return TypeAdapter(hints["return"], config=ConfigDict(arbitrary_types_allowed=True))
+    except Exception:
+        return None
+
+
+def _hints(handler: Callable[..., Any]) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(handler, include_extras=True)
+    except Exception:
+        return {k: v for k, v in getattr(handler, "__annotations__", {}).items() if not isinstance(v, str)}
+
+
+class Registry:
+    """The functions of one App, by name."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, FunctionDef] = {}
+
+    def add(self, fn: FunctionDef) -> FunctionDef:
+        existing = self.by_name.get(fn.name)
+        if existing is not None and existing.handler is not fn.handler:
+            raise SchemaError(
+                f"Two functions are named `{fn.name}`; pass name=... to one of the decorators"
+            )
+        self.by_name[fn.name] = fn
+        return fn
+
+    def resolve(self, ref: Any) -> FunctionDef:
+        """A FunctionDef from a function object or a name (FunctionNotFoundError otherwise)."""
+        if isinstance(ref, FunctionDef):
+            found = self.by_name.get(ref.name)
+            if found is ref:
+                return ref
+            raise FunctionNotFoundError(f"Function `{ref.name}` is registered on another App", function=ref.name)
+        if isinstance(ref, str):
+            fn = self.by_name.get(ref)
+            if fn is None:
+                raise FunctionNotFoundError(f"Could not find function `{ref}`", function=ref)
+            return fn
+        if callable(ref):
+            for fn in self.by_name.values():
+                if fn.handler is ref:
+                    return fn
+            name = function_name(ref)
+            raise FunctionNotFoundError(
+                f"Function `{name}` is not registered; decorate it with @app.query, @app.mutation or @app.action",
+                function=name,
+            )
+        raise FunctionNotFoundError(f"Expected a function or a function name, got {describe_value(ref)}")

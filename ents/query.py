@@ -1,0 +1,847 @@
+"""Reading ents: ``ctx.table(...)``, queries, ents and edge traversal.
+
+Queries are lazy: ``ctx.table("users").filter(...).order("desc")`` builds SQL and runs it
+only when iterated, mapped or collected. Rows are read in bounded chunks with keyset
+continuation, so iterating a large table never holds it all in memory. The ents of one
+chunk form a *cohort*: the first time one of them follows a singular edge, the edge is
+loaded for the whole cohort with a single ``IN (...)`` query, so
+``ctx.table("users").map(lambda u: u.edge("profile").bio)`` costs a few queries, not one
+per user.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .errors import EntNotFoundError, InvalidIdError, NotUniqueError, ReadOnlyError, ValidationError
+from .expressions import compile_filter, compile_range
+from .schema import Edge
+from .values import Doc, dumps, loads
+
+if TYPE_CHECKING:
+    from .runtime import TableRuntime
+    from .transaction import Transaction
+
+CHUNK = 1000
+
+
+# -- ents ------------------------------------------------------------------------------
+
+
+class Cohort:
+    """Ents read together; singular edges are loaded for all of them at once."""
+
+    __slots__ = ("ents", "cache", "seq")
+
+    def __init__(self, ents: list[Ent]) -> None:
+        self.ents = ents
+        self.cache: dict[str, dict[Any, Any]] = {}
+        self.seq = -1
+
+
+class Ent:
+    """A document of an ent table: fields read as attributes or keys, edges via ``edge``."""
+
+    __slots__ = ("_rt", "_row", "_tx", "_cohort", "_docc")
+
+    def __init__(self, rt: TableRuntime, row: tuple[Any, ...], tx: Transaction, cohort: Cohort | None = None) -> None:
+        self._rt = rt
+        self._row = row
+        self._tx = tx
+        self._cohort = cohort
+        self._docc: dict[str, Any] | None = None
+
+    # reading fields -----------------------------------------------------------------
+
+    @property
+    def table_name(self) -> str:
+        return self._rt.name
+
+    def _lookup(self, name: str) -> Any:
+        rt = self._rt
+        if rt.table.shape is not None:
+            doc = self._shaped()
+            if name in doc:
+                return doc[name]
+            raise KeyError(name)
+        if name == "_id":
+            return rt.encode_rid(self._row[0])
+        idx = rt.col_index.get(name)
+        if idx is None or idx == 0 or name in rt.table.hidden:
+            raise KeyError(name)
+        return rt.decode(self._row, idx)
+
+    def _shaped(self) -> dict[str, Any]:
+        if self._docc is None:
+            self._docc = Doc({k: _as_doc(v) for k, v in self._rt.doc(self._row).items()})
+        return self._docc
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return self._lookup(name)
+        except KeyError:
+            raise AttributeError(self._unknown(name)) from None
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._lookup(name)
+        except KeyError:
+            raise KeyError(self._unknown(name)) from None
+
+    def _unknown(self, name: str) -> str:
+        rt = self._rt
+        hint = ""
+        if name in rt.table.edges:
+            hint = f'; "{name}" is an edge: use .edge("{name}")'
+        return f'Table "{rt.name}" has no field "{name}"{hint}'
+
+    def get(self, name: str, default: Any = None) -> Any:
+        try:
+            return self._lookup(name)
+        except KeyError:
+            return default
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self.doc()
+
+    def keys(self) -> list[str]:
+        return list(self.doc())
+
+    def items(self) -> list[tuple[str, Any]]:
+        return list(self.doc().items())
+
+    def doc(self) -> dict[str, Any]:
+        """The document as a plain dict (``_id``, ``_creation_time`` and every field)."""
+        if self._rt.table.shape is not None:
+            return dict(self._shaped())
+        return self._rt.doc(self._row)
+
+    @property
+    def rid(self) -> int:
+        return int(self._row[0])
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Ent):
+            return self._rt.name == other._rt.name and self.doc() == other.doc()
+        if isinstance(other, dict):
+            return self.doc() == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self._rt.name, self._row[0]))
+
+    def __repr__(self) -> str:
+        return f"Ent({self._rt.name!r}, {self.doc()!r})"
+
+    # edges ---------------------------------------------------------------------------
+
+    def edge(self, name: str) -> Any:
+        """Follow an edge: an Ent (or None) for singular edges, a query for plural ones."""
+        edge = self._edge_def(name)
+        if edge.kind in ("field", "ref"):
+            return _single_edge(self, edge)
+        return _plural_edge(self, edge)
+
+    def edge_x(self, name: str) -> Any:
+        """Like :meth:`edge`, but a missing singular edge raises EntNotFoundError."""
+        edge = self._edge_def(name)
+        if edge.kind in ("field", "ref"):
+            result = _single_edge(self, edge)
+            if result is None:
+                raise EntNotFoundError(
+                    f'Edge "{name}" of the document with id `{self._id}` in table "{self._rt.name}" '
+                    "leads to no document",
+                    table=self._rt.name,
+                    id=self._id,
+                )
+            return result
+        return _plural_edge(self, edge)
+
+    def _edge_def(self, name: str) -> Edge:
+        edge = self._rt.table.edges.get(name)
+        if edge is None:
+            known = ", ".join(f'"{e}"' for e in self._rt.table.edges) or "none"
+            raise ValidationError(
+                f'Table "{self._rt.name}" has no edge "{name}" (edges: {known})', table=self._rt.name
+            )
+        return edge
+
+    # writing -------------------------------------------------------------------------
+
+    def patch(self, value: dict[str, Any]) -> str:
+        """Update the given fields (None removes an optional field) and edges."""
+        from .writer import patch
+
+        return patch(self._tx, self._rt, self._row[0], value)
+
+    def replace(self, value: dict[str, Any]) -> str:
+        """Replace all fields; many:many edges given are set exactly, omitted ones kept."""
+        from .writer import replace
+
+        return replace(self._tx, self._rt, self._row[0], value)
+
+    def delete(self) -> str:
+        """Delete the ent following its table's deletion behavior and cascade rules."""
+        from .deletion import delete_ent
+
+        return delete_ent(self._tx, self._rt, self._row[0])
+
+
+def _as_doc(value: Any) -> Any:
+    if type(value) is dict:
+        return Doc({k: _as_doc(v) for k, v in value.items()})
+    return value
+
+
+def make_ents(rt: TableRuntime, rows: Sequence[tuple[Any, ...]], tx: Transaction) -> list[Ent]:
+    ents: list[Ent] = []
+    cohort = Cohort(ents) if len(rows) > 1 else None
+    append = ents.append
+    for row in rows:
+        append(Ent(rt, row, tx, cohort))
+    return ents
+
+
+def fetch_rows(tx: Transaction, rt: TableRuntime, column: str, keys: list[Any]) -> list[tuple[Any, ...]]:
+    """Rows of ``rt`` whose ``column`` is in ``keys`` (in batches)."""
+    if not keys:
+        return []
+    q = tx.dialect.q
+    return list(tx.in_chunks(f"SELECT {rt.select_list} FROM {rt.q_table}", q(column), keys))
+
+
+def _cohort_map(ent: Ent, edge: Edge, build: Callable[[list[Ent]], dict[Any, Any]]) -> dict[Any, Any]:
+    cohort = ent._cohort
+    assert cohort is not None
+    tx = ent._tx
+    if cohort.seq != tx.write_seq:
+        cohort.cache.clear()
+        cohort.seq = tx.write_seq
+    m = cohort.cache.get(edge.name)
+    if m is None:
+        m = build(cohort.ents)
+        cohort.cache[edge.name] = m
+    return m
+
+
+def _single_edge(ent: Ent, edge: Edge) -> Ent | None:
+    tx = ent._tx
+    rt = ent._rt
+    target = tx.rt(edge.to)
+    if edge.kind == "field":
+        idx = rt.col_index[edge.field]
+        key = ent._row[idx]
+        if key is None:
+            return None
+        if ent._cohort is not None:
+            def build(ents: list[Ent]) -> dict[Any, Any]:
+                keys = list({e._row[idx] for e in ents if e._row[idx] is not None})
+                return {e._row[0]: e for e in make_ents(target, fetch_rows(tx, target, "_rid", keys), tx)}
+
+            return _cohort_map(ent, edge, build).get(key)  # type: ignore[no-any-return]
+        row = tx.fetchone(target.sql_get, (key,))
+        return Ent(target, row, tx) if row is not None else None
+    # 1:1 ref end: the other table stores our id in edge.field
+    col = target.col_index[edge.field]
+    if ent._cohort is not None:
+        def build_ref(ents: list[Ent]) -> dict[Any, Any]:
+            keys = [e._row[0] for e in ents]
+            return {e._row[col]: e for e in make_ents(target, fetch_rows(tx, target, edge.field, keys), tx)}
+
+        return _cohort_map(ent, edge, build_ref).get(ent._row[0])  # type: ignore[no-any-return]
+    q = tx.dialect.q
+    row = tx.fetchone(
+        f"SELECT {target.select_list} FROM {target.q_table} WHERE {q(edge.field)} = {tx.dialect.param} LIMIT 1",
+        (ent._row[0],),
+    )
+    return Ent(target, row, tx) if row is not None else None
+
+
+def _plural_edge(ent: Ent, edge: Edge) -> Query:
+    tx = ent._tx
+    target = tx.rt(edge.to)
+    if edge.kind == "many_field":
+        return Query(tx, target, index=edge.field, eq=((edge.field, ent._row[0]),), edge_owner=ent, edge=edge)
+    return EdgeQuery(tx, target, edge, ent)
+
+
+# -- queries -----------------------------------------------------------------------------
+
+
+class Query:
+    """A lazy query over one table (or over the targets of a many:many edge)."""
+
+    def __init__(
+        self,
+        tx: Transaction,
+        rt: TableRuntime,
+        *,
+        index: str | None = None,
+        range_fn: Callable[[Any], Any] | None = None,
+        eq: tuple[tuple[str, Any], ...] = (),
+        filters: tuple[Callable[[Any], Any], ...] = (),
+        desc: bool = False,
+        limit: int | None = None,
+        edge_owner: Ent | None = None,
+        edge: Edge | None = None,
+    ) -> None:
+        self._tx = tx
+        self._rt = rt
+        self._index = index
+        self._range_fn = range_fn
+        self._eq = eq  # raw (already converted) equality constraints on index fields
+        self._filters = filters
+        self._desc = desc
+        self._limit = limit
+        self._edge_owner = edge_owner
+        self._edge = edge
+        self._cache: list[Ent] | None = None
+        if index is not None and rt.table.resolve_index(index) is None and index != "by_creation_time":
+            known = ", ".join(f'"{n}"' for n in rt.table.index_names()) or "none"
+            raise ValidationError(f'Table "{rt.name}" has no index "{index}" (indexes: {known})', table=rt.name)
+
+    def _clone(self, **changes: Any) -> Query:
+        q = object.__new__(type(self))
+        q.__dict__.update(self.__dict__)
+        q._cache = None
+        for k, v in changes.items():
+            setattr(q, "_" + k, v)
+        return q
+
+    # building ---------------------------------------------------------------------------
+
+    def filter(self, fn: Callable[[Any], Any]) -> Query:
+        """Keep documents matching a Convex filter expression: ``lambda q: q.eq(q.field("x"), 1)``."""
+        if not callable(fn):
+            raise ValidationError("filter() takes a function of q returning a filter expression", table=self._rt.name)
+        return self._clone(filters=(*self._filters, fn))
+
+    def order(self, direction: str, index: str | None = None) -> Query:
+        """Order ``"asc"`` or ``"desc"`` (by the index, or by creation time)."""
+        if direction not in ("asc", "desc"):
+            raise ValidationError(f'order() takes "asc" or "desc", got {direction!r}', table=self._rt.name)
+        changes: dict[str, Any] = {"desc": direction == "desc"}
+        if index is not None:
+            if self._index is not None and self._index != index:
+                raise ValidationError(
+                    f'Query on "{self._rt.name}" already uses index "{self._index}"', table=self._rt.name
+                )
+            Query(self._tx, self._rt, index=index)  # validates the name
+            changes["index"] = index
+        return self._clone(**changes)
+
+    def take(self, n: int) -> Query:
+        """At most ``n`` results (still lazy; iterate, index or ``len()`` it)."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValidationError(f"take() needs a non-negative integer, got {n!r}", table=self._rt.name)
+        limit = n if self._limit is None else min(n, self._limit)
+        return self._clone(limit=limit)
+
+    # SQL --------------------------------------------------------------------------------
+
+    def _order_columns(self) -> tuple[list[str], list[bool]]:
+        """Order columns (SQL) and whether each can be NULL."""
+        q = self._tx.dialect.q
+        cols: list[str] = []
+        nullable: list[bool] = []
+        if self._index is not None and self._index != "by_creation_time":
+            resolved = self._rt.table.resolve_index(self._index)
+            assert resolved is not None
+            for f in resolved[1]:
+                cols.append(f"t.{q(f)}")
+                spec = self._rt.table.fields[f]
+                nullable.append(spec.nullable or spec.has_default)
+        cols += [f"t.{q('_creation_time')}", f"t.{q('_rid')}"]
+        nullable += [False, False]
+        return cols, nullable
+
+    def _base(self) -> tuple[str, list[str], list[Any], int]:
+        """FROM clause, WHERE conditions, parameters, number of extra key columns."""
+        rt = self._rt
+        q = self._tx.dialect.q
+        conds: list[str] = []
+        params: list[Any] = []
+        for name, value in self._eq:
+            conds.append(f"t.{q(name)} = {self._tx.dialect.param}")
+            params.append(value)
+        if self._range_fn is not None:
+            assert self._index is not None
+            resolved = rt.table.resolve_index(self._index)
+            fields = resolved[1] if resolved else ()
+            c, p = compile_range(rt, self._index, tuple(fields), self._range_fn, alias="t")
+            conds += c
+            params += p
+        for fn in self._filters:
+            c_sql, p = compile_filter(rt, fn, alias="t")
+            conds.append(c_sql)
+            params += p
+        return f"{rt.q_table} t", conds, params, 0
+
+    def _signature(self) -> str:
+        key = f"{self._rt.name}|{self._index}|{self._desc}|{type(self).__name__}"
+        return hashlib.sha1(key.encode()).hexdigest()[:8]
+
+    def _select(self, after: list[Any] | None, limit: int | None, upper_rid: int | None = None) -> tuple[str, list[Any]]:
+        d = self._tx.dialect
+        rt = self._rt
+        source, conds, params, _ = self._base()
+        cols, nullable = self._order_columns()
+        if after is not None:
+            c, p = keyset(d, cols, nullable, after, self._desc)
+            conds.append(c)
+            params += p
+        if upper_rid is not None:
+            conds.append(f"t.{d.q('_rid')} <= {d.param}")
+            params.append(upper_rid)
+        select = ", ".join(f"t.{d.q(c)}" for c in rt.columns)
+        extra = self._extra_columns()
+        if extra:
+            select += ", " + ", ".join(extra)
+        sql = f"SELECT {select} FROM {source}"
+        if conds:
+            sql += " WHERE " + " AND ".join(conds)
+        sql += " ORDER BY " + ", ".join(d.order_term(c, self._desc) for c in cols)
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return sql, params
+
+    def _extra_columns(self) -> list[str]:
+        return []
+
+    def _key_of(self, row: tuple[Any, ...]) -> list[Any]:
+        rt = self._rt
+        if self._index is not None and self._index != "by_creation_time":
+            resolved = rt.table.resolve_index(self._index)
+            assert resolved is not None
+            return [row[rt.col_index[f]] for f in resolved[1]] + [row[1], row[0]]
+        return [row[1], row[0]]
+
+    def _row_of(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        return row
+
+    def _rows(self, limit: int | None, after: list[Any] | None = None) -> Iterator[list[tuple[Any, ...]]]:
+        """Raw rows in chunks, following the keyset from ``after``."""
+        tx = self._tx
+        upper = None
+        if tx.write and limit is None and not isinstance(self, EdgeQuery):
+            # Do not chase rows this very transaction inserts while iterating.
+            got = tx.fetchone(f"SELECT MAX({tx.dialect.q('_rid')}) FROM {self._rt.q_table}")
+            upper = got[0] if got else None
+            if upper is None:
+                return
+        remaining = limit
+        while remaining is None or remaining > 0:
+            n = CHUNK if remaining is None else min(CHUNK, remaining)
+            sql, params = self._select(after, n, upper)
+            rows = tx.fetchall(sql, params)
+            if not rows:
+                return
+            yield rows
+            if len(rows) < n:
+                return
+            if remaining is not None:
+                remaining -= len(rows)
+            after = self._key_of(rows[-1])
+
+    # running ----------------------------------------------------------------------------
+
+    def _chunks(self) -> Iterator[list[Ent]]:
+        rt = self._rt
+        tx = self._tx
+        for rows in self._rows(self._limit):
+            yield make_ents(rt, [self._row_of(r) for r in rows], tx)
+
+    def __iter__(self) -> Iterator[Ent]:
+        if self._cache is not None:
+            yield from self._cache
+            return
+        for ents in self._chunks():
+            yield from ents
+
+    def collect(self) -> list[Ent]:
+        """All results as a list of ents."""
+        if self._cache is None:
+            out: list[Ent] = []
+            for ents in self._chunks():
+                out.extend(ents)
+            self._cache = out
+        return list(self._cache)
+
+    def __len__(self) -> int:
+        return len(self.collect())
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.collect()[i]
+
+    def __bool__(self) -> bool:
+        return self.first() is not None
+
+    def map(self, fn: Callable[[Ent], Any]) -> list[Any]:
+        """``[fn(ent) for ent in query]``; edges read inside ``fn`` are batch-loaded."""
+        out: list[Any] = []
+        for ents in self._chunks() if self._cache is None else iter([self._cache]):
+            for e in ents:
+                out.append(fn(e))
+        return out
+
+    def docs(self) -> list[dict[str, Any]]:
+        """All results as plain dicts."""
+        return [e.doc() for e in self]
+
+    def first(self) -> Ent | None:
+        for rows in self._rows(1):
+            return make_ents(self._rt, [self._row_of(rows[0])], self._tx)[0]
+        return None
+
+    def first_x(self) -> Ent:
+        ent = self.first()
+        if ent is None:
+            raise EntNotFoundError(f'Expected at least one document in table "{self._rt.name}", found none', table=self._rt.name)
+        return ent
+
+    def unique(self) -> Ent | None:
+        """The only result, None if there is none; NotUniqueError if there are several."""
+        rows: list[tuple[Any, ...]] = []
+        for chunk in self._rows(2):
+            rows.extend(chunk)
+        if len(rows) > 1:
+            ids = [self._rt.encode_rid(self._row_of(r)[0]) for r in rows]
+            raise NotUniqueError(
+                f'Expected at most one document in table "{self._rt.name}", found more (ids `{ids[0]}`, `{ids[1]}`, ...)',
+                table=self._rt.name,
+            )
+        return make_ents(self._rt, [self._row_of(rows[0])], self._tx)[0] if rows else None
+
+    def unique_x(self) -> Ent:
+        ent = self.unique()
+        if ent is None:
+            raise EntNotFoundError(f'Expected exactly one document in table "{self._rt.name}", found none', table=self._rt.name)
+        return ent
+
+    def paginate(self, opts: dict[str, Any]) -> dict[str, Any]:
+        """A page: ``{"page": [ents], "is_done": bool, "continue_cursor": str}``."""
+        if not isinstance(opts, dict):
+            raise ValidationError('paginate() takes {"num_items": n, "cursor": None or a cursor}', table=self._rt.name)
+        n = opts.get("num_items", opts.get("numItems"))
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValidationError(f'paginate() needs "num_items" as a non-negative integer, got {n!r}', table=self._rt.name)
+        cursor = opts.get("cursor")
+        after = self._decode_cursor(cursor) if cursor else None
+        if after == "end":
+            return {"page": [], "is_done": True, "continue_cursor": self._encode_cursor("end")}
+        want = n if self._limit is None else min(n, self._limit)
+        rows: list[tuple[Any, ...]] = []
+        for chunk in self._rows(want + 1, after if isinstance(after, list) else None):
+            rows.extend(chunk)
+        page_rows = rows[:want]
+        done = len(rows) <= want
+        if page_rows:
+            cont = self._encode_cursor(self._key_of(page_rows[-1]))
+        else:
+            cont = self._encode_cursor(after if isinstance(after, list) else "end")
+        if done:
+            cont = self._encode_cursor("end")
+        page = make_ents(self._rt, [self._row_of(r) for r in page_rows], self._tx)
+        return {"page": page, "is_done": done, "continue_cursor": cont}
+
+    def _encode_cursor(self, key: Any) -> str:
+        raw = dumps({"s": self._signature(), "k": key})
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    def _decode_cursor(self, cursor: Any) -> Any:
+        try:
+            if not isinstance(cursor, str):
+                raise ValueError
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+            data = loads(raw)
+            sig, key = data["s"], data["k"]
+        except Exception:
+            raise ValidationError(f"Invalid pagination cursor {cursor!r}", table=self._rt.name) from None
+        if sig != self._signature():
+            raise ValidationError(
+                f'This pagination cursor belongs to another query (not this one on table "{self._rt.name}"); '
+                "pass the cursor back to the query that produced it",
+                table=self._rt.name,
+            )
+        if key != "end" and not isinstance(key, list):
+            raise ValidationError(f"Invalid pagination cursor {cursor!r}", table=self._rt.name)
+        return key
+
+
+def keyset(d: Any, cols: list[str], nullable: list[bool], values: list[Any], desc: bool) -> tuple[str, list[Any]]:
+    """Condition selecting rows strictly after ``values`` in the order of ``cols``.
+
+    NULL sorts first ascending (and last descending). When no NULL can be involved a
+    row-value comparison is used, which both databases answer from the index.
+    """
+    if len(values) != len(cols):
+        raise ValidationError("Invalid pagination cursor (it does not match this query)")
+    p = d.param
+    if not any(v is None for v in values) and not (desc and any(nullable)):
+        lhs = "(" + ", ".join(cols) + ")"
+        rhs = "(" + ", ".join([p] * len(cols)) + ")"
+        return f"{lhs} {'<' if desc else '>'} {rhs}", list(values)
+    terms: list[str] = []
+    params: list[Any] = []
+    for i in range(len(cols)):
+        parts: list[str] = []
+        part_params: list[Any] = []
+        for j in range(i):
+            if values[j] is None:
+                parts.append(f"{cols[j]} IS NULL")
+            else:
+                parts.append(f"{cols[j]} = {p}")
+                part_params.append(values[j])
+        v = values[i]
+        if not desc:
+            if v is None:
+                parts.append(f"{cols[i]} IS NOT NULL")
+            else:
+                parts.append(f"{cols[i]} > {p}")
+                part_params.append(v)
+        else:
+            if v is None:
+                continue  # nothing sorts after NULL in descending order
+            if nullable[i]:
+                parts.append(f"({cols[i]} < {p} OR {cols[i]} IS NULL)")
+            else:
+                parts.append(f"{cols[i]} < {p}")
+            part_params.append(v)
+        terms.append("(" + " AND ".join(parts) + ")")
+        params += part_params
+    if not terms:
+        return "1=0", []
+    return "(" + " OR ".join(terms) + ")", params
+
+
+class EdgeQuery(Query):
+    """The ents at the other end of a many:many edge, in the order the edges were added."""
+
+    def __init__(self, tx: Transaction, rt: TableRuntime, edge: Edge, owner: Ent, **kw: Any) -> None:
+        super().__init__(tx, rt, **kw)
+        self._edge = edge
+        self._edge_owner = owner
+
+    def _base(self) -> tuple[str, list[str], list[Any], int]:
+        d = self._tx.dialect
+        q = d.q
+        edge = self._edge
+        assert edge is not None and edge.edge_table is not None and edge.ref is not None
+        owner = self._edge_owner
+        assert owner is not None
+        source = f"{q(edge.edge_table)} e JOIN {self._rt.q_table} t ON t.{q('_rid')} = e.{q(edge.ref)}"
+        conds = [f"e.{q(edge.field)} = {d.param}"]
+        params: list[Any] = [owner._row[0]]
+        for fn in self._filters:
+            c_sql, p = compile_filter(self._rt, fn, alias="t")
+            conds.append(c_sql)
+            params += p
+        return source, conds, params, 1
+
+    def _order_columns(self) -> tuple[list[str], list[bool]]:
+        return [f"e.{self._tx.dialect.q('_rid')}"], [False]
+
+    def _extra_columns(self) -> list[str]:
+        return [f"e.{self._tx.dialect.q('_rid')}"]
+
+    def _key_of(self, row: tuple[Any, ...]) -> list[Any]:
+        return [row[-1]]
+
+    def _row_of(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        return row[:-1]
+
+    def order(self, direction: str, index: str | None = None) -> Query:
+        if index is not None:
+            raise ValidationError("many:many edges are ordered by when the edge was added; no index can be given")
+        return super().order(direction)
+
+    def has(self, id: str) -> bool:
+        """Whether the edge connects the owner to the ent with ``id``."""
+        edge = self._edge
+        assert edge is not None and edge.edge_table is not None and edge.ref is not None
+        owner = self._edge_owner
+        assert owner is not None
+        rid = self._tx.app.codec.decode_for(edge.to, id, what=f'edge "{edge.name}" of table "{edge.table}"')
+        d = self._tx.dialect
+        q = d.q
+        row = self._tx.fetchone(
+            f"SELECT 1 FROM {q(edge.edge_table)} WHERE {q(edge.field)} = {d.param} AND {q(edge.ref)} = {d.param}",
+            (owner._row[0], rid),
+        )
+        return row is not None
+
+    def ids(self) -> list[str]:
+        """Ids of the ents at the other end, without reading them."""
+        return [e._id for e in self]
+
+
+class TableQuery(Query):
+    """``ctx.table("users")``: a query over the whole table plus lookups and inserts."""
+
+    def get(self, *args: Any) -> Ent | None:
+        """``get(id)``, or ``get(index_or_unique_field, *values)``; None if not found."""
+        if len(args) == 1:
+            return self._get_id(args[0])
+        if len(args) < 2:
+            raise ValidationError(f'get() on table "{self._rt.name}" takes an id, or an index name and values', table=self._rt.name)
+        return self._by_index(args[0], args[1:]).unique()
+
+    def get_x(self, *args: Any) -> Ent:
+        """Like :meth:`get` but raises EntNotFoundError when nothing matches."""
+        ent = self.get(*args)
+        if ent is None:
+            if len(args) == 1:
+                raise EntNotFoundError(
+                    f'Document not found with id `{args[0]}` in table "{self._rt.name}"',
+                    table=self._rt.name,
+                    id=str(args[0]),
+                )
+            values = ", ".join(f"`{v}`" for v in args[1:])
+            raise EntNotFoundError(
+                f'Document not found in table "{self._rt.name}" with "{args[0]}" equal to {values}',
+                table=self._rt.name,
+                field=str(args[0]),
+            )
+        return ent
+
+    def _get_id(self, id: Any) -> Ent | None:
+        rid = self._tx.app.codec.decode_for(self._rt.name, id)
+        row = self._tx.fetchone(self._rt.sql_get, (rid,))
+        return Ent(self._rt, row, self._tx) if row is not None else None
+
+    def _by_index(self, name: Any, values: Sequence[Any]) -> Query:
+        rt = self._rt
+        if not isinstance(name, str):
+            raise ValidationError(f'get() on table "{rt.name}": index name must be a string, got {name!r}', table=rt.name)
+        resolved = rt.table.resolve_index(name)
+        if resolved is None:
+            known = ", ".join(f'"{n}"' for n in rt.table.index_names()) or "none"
+            raise ValidationError(
+                f'Table "{rt.name}" has no index or unique field "{name}" (indexes: {known})', table=rt.name
+            )
+        canonical, fields = resolved
+        if len(values) > len(fields):
+            raise ValidationError(
+                f'Index "{name}" of table "{rt.name}" has {len(fields)} field(s) ({", ".join(fields)}); '
+                f"got {len(values)} values",
+                table=rt.name,
+            )
+        eqs = tuple((f, rt.filter_value(f, v)) for f, v in zip(fields, values, strict=False))
+        return Query(self._tx, rt, index=canonical, eq=eqs)
+
+    def get_many(self, *args: Any) -> list[Ent | None]:
+        """``get_many(ids)`` or ``get_many(index, values)``: results in order, None where missing."""
+        rt = self._rt
+        tx = self._tx
+        if len(args) == 1:
+            ids = list(args[0])
+            rids = [tx.app.codec.decode_for(rt.name, i) for i in ids]
+            found = {r[0]: r for r in fetch_rows(tx, rt, "_rid", list(set(rids)))}
+            ents = make_ents(rt, list(found.values()), tx)
+            by_rid = {e._row[0]: e for e in ents}
+            return [by_rid.get(r) for r in rids]
+        if len(args) != 2:
+            raise ValidationError("get_many() takes a list of ids, or an index name and a list of values", table=rt.name)
+        name, values = args[0], list(args[1])
+        resolved = rt.table.resolve_index(name) if isinstance(name, str) else None
+        if resolved is None or len(resolved[1]) != 1:
+            raise ValidationError(
+                f'get_many() on table "{rt.name}" needs a single-field index or unique field, got {name!r}',
+                table=rt.name,
+            )
+        field = resolved[1][0]
+        keys = [rt.filter_value(field, v) for v in values]
+        rows = fetch_rows(tx, rt, field, list({k for k in keys if k is not None}))
+        col = rt.col_index[field]
+        by_key: dict[Any, Ent] = {}
+        for e in make_ents(rt, rows, tx):
+            k = e._row[col]
+            if k in by_key:
+                raise NotUniqueError(
+                    f'get_many() on table "{rt.name}": several documents have "{field}" equal to `{values[keys.index(k)]}`',
+                    table=rt.name,
+                    field=field,
+                )
+            by_key[k] = e
+        return [by_key.get(k) for k in keys]
+
+    def get_many_x(self, *args: Any) -> list[Ent]:
+        """Like :meth:`get_many` but raises EntNotFoundError if any is missing."""
+        out = self.get_many(*args)
+        for i, ent in enumerate(out):
+            if ent is None:
+                what = list(args[0])[i] if len(args) == 1 else list(args[1])[i]
+                raise EntNotFoundError(
+                    f'Document not found with {"id" if len(args) == 1 else repr(args[0])} `{what}` in table "{self._rt.name}"',
+                    table=self._rt.name,
+                    id=str(what) if len(args) == 1 else None,
+                )
+        return out  # type: ignore[return-value]
+
+    def normalize_id(self, id: Any) -> str | None:
+        """``id`` if it is a valid id of this table, else None."""
+        try:
+            self._tx.app.codec.decode_for(self._rt.name, id)
+        except InvalidIdError:
+            return None
+        return str(id)
+
+    def insert(self, value: dict[str, Any]) -> str:
+        """Insert an ent; returns its id. Many:many edges may be given as lists of ids."""
+        from .writer import insert
+
+        return insert(self._tx, self._rt, value)
+
+    def insert_many(self, values: Sequence[dict[str, Any]]) -> list[str]:
+        """Insert several ents in one go; all or none."""
+        from .writer import insert_many
+
+        return insert_many(self._tx, self._rt, values)
+
+
+class SystemTableQuery(TableQuery):
+    """A read-only system table (``_scheduled_functions``, ``_storage``, ``_cron_jobs``)."""
+
+    def insert(self, value: dict[str, Any]) -> str:
+        raise ReadOnlyError(_system_write(self._rt.name), table=self._rt.name)
+
+    def insert_many(self, values: Sequence[dict[str, Any]]) -> list[str]:
+        raise ReadOnlyError(_system_write(self._rt.name), table=self._rt.name)
+
+
+def _system_write(table: str) -> str:
+    how = {
+        "_scheduled_functions": "use ctx.scheduler.run_after / run_at / cancel",
+        "_storage": "use ctx.storage.store / delete",
+        "_cron_jobs": "use cron_jobs() or ctx.crons",
+    }.get(table, "")
+    return f'System table "{table}" is read-only; {how}'
+
+
+class TableFactory:
+    """``ctx.table``: ``ctx.table("users")``, ``ctx.table("users", "by_x", lambda q: ...)``,
+    and ``ctx.table.system("_scheduled_functions")``."""
+
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
+
+    def __call__(self, table: str, index: str | None = None, range_fn: Callable[[Any], Any] | None = None) -> TableQuery:
+        rt = self._tx.rt(table)
+        if rt.table.is_edge_table:
+            raise ValidationError(
+                f'Table "{table}" stores many:many edges and is read through the edge, not ctx.table', table=table
+            )
+        cls = SystemTableQuery if rt.table.is_system else TableQuery
+        if range_fn is not None and index is None:
+            raise ValidationError("An index range needs an index name: ctx.table(table, index, lambda q: ...)", table=table)
+        return cls(self._tx, rt, index=index, range_fn=range_fn)
+
+    def system(self, table: str, index: str | None = None, range_fn: Callable[[Any], Any] | None = None) -> TableQuery:
+        if not table.startswith("_"):
+            raise ValidationError(f'ctx.table.system() reads system tables; "{table}" is not one', table=table)
+        return self(table, index, range_fn)

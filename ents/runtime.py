@@ -1,0 +1,206 @@
+"""Per-table runtime: column order, value conversion and the table's prepared SQL.
+
+One :class:`TableRuntime` exists per table and App. It knows how each field is stored on
+the App's database (ids as integer keys, JSON as text or jsonb, booleans as 0/1 on SQLite)
+and holds the SQL text of the table's common statements, built once and reused so the
+driver's statement cache can keep them prepared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .backends.base import Dialect
+from .errors import ValidationError
+from .fields import FieldSpec
+from .ids import IdCodec
+from .schema import TableDef
+from .values import Doc, check_float, check_int64, check_str, dumps, loads, loads_doc, normalize
+
+
+class TableRuntime:
+    def __init__(self, table: TableDef, dialect: Dialect, codec: IdCodec) -> None:
+        self.table = table
+        self.name = table.name
+        self.dialect = dialect
+        self.codec = codec
+        self.fields: list[FieldSpec] = list(table.fields.values())
+        self.columns: list[str] = ["_rid", "_creation_time", *[f.name for f in self.fields]]
+        self.col_index: dict[str, int] = {c: i for i, c in enumerate(self.columns)}
+        q = dialect.q
+        self.q_table = q(self.name)
+        self.select_list = ", ".join(q(c) for c in self.columns)
+        self.encode_rid: Callable[[int], str] = codec.encoder(self.name) if self.name in codec.numbers else str
+        self.decoders: list[Callable[[Any], Any] | None] = [None, None]
+        for spec in self.fields:
+            self.decoders.append(self._decoder(spec))
+        self.public = [
+            (i, c)
+            for i, c in enumerate(self.columns)
+            if i >= 2 and c not in table.hidden
+        ]
+        p = dialect.param
+        self.sql_get = f"SELECT {self.select_list} FROM {self.q_table} WHERE {q('_rid')} = {p}"
+        self.sql_exists = f"SELECT {q('_rid')} FROM {self.q_table} WHERE {q('_rid')} = {p}"
+        self._insert_sql: dict[tuple[str, ...], str] = {}
+        self._update_sql: dict[tuple[str, ...], str] = {}
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _decoder(self, spec: FieldSpec) -> Callable[[Any], Any] | None:
+        kind = spec.kind
+        if kind == "id":
+            assert spec.id_table is not None
+            enc = self.codec.encoder(spec.id_table)
+            return lambda v: None if v is None else enc(v)
+        if kind == "bool" and not self.dialect.native_bool:
+            return lambda v: None if v is None else bool(v)
+        if kind == "json":
+            if self.dialect.native_json:
+                return _wrap_json
+            return loads_doc
+        if kind == "bytes":
+            return lambda v: None if v is None else bytes(v)
+        if kind == "float":
+            return lambda v: None if v is None else float(v)
+        return None
+
+    def decode(self, row: tuple[Any, ...], index: int) -> Any:
+        value = row[index]
+        dec = self.decoders[index]
+        if dec is not None:
+            value = dec(value)
+        if value is None and index >= 2:
+            spec = self.fields[index - 2]
+            if spec.has_default and not spec.nullable:
+                return _copy_default(spec.default)
+        return value
+
+    def doc(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        """The public document of a row (a plain dict with nested values as :class:`Doc`)."""
+        out: dict[str, Any] = {"_id": self.encode_rid(row[0]), "_creation_time": row[1]}
+        decode = self.decode
+        for i, name in self.public:
+            out[name] = decode(row, i)
+        if self.table.shape is not None:
+            for name in self.table.hidden:
+                idx = self.col_index.get(name)
+                if idx is not None:
+                    out[name] = decode(row, idx)
+            out = self.table.shape(out)
+            for name in self.table.hidden:
+                out.pop(name, None)
+        return out
+
+    # -- writing ---------------------------------------------------------------------
+
+    def to_db(self, spec: FieldSpec, value: Any) -> Any:
+        """Convert a validated value to what the column stores (raises ValidationError)."""
+        if value is None:
+            return None
+        kind = spec.kind
+        path = f"{self.name}.{spec.name}"
+        try:
+            if kind == "str":
+                return check_str(value, path)
+            if kind == "int":
+                return check_int64(value, path)
+            if kind == "float":
+                return check_float(float(value), path)
+            if kind == "bool":
+                return self.dialect.bool_to_db(bool(value))
+            if kind == "bytes":
+                return bytes(value)
+            if kind == "id":
+                assert spec.id_table is not None
+                return self.codec.decode_for(spec.id_table, value, what=f'field "{spec.name}" of table "{self.name}"')
+            return dumps(normalize(value, path))
+        except ValidationError as exc:
+            if exc.table is None:
+                exc.table = self.name
+            if exc.field is None:
+                exc.field = spec.name
+            raise
+
+    def filter_value(self, name: str, value: Any) -> Any:
+        """Convert a value compared with column ``name`` in a filter or index range."""
+        if name == "_id" or name == "_rid":
+            if not isinstance(value, str):
+                raise ValidationError(
+                    f'Cannot compare "_id" of table "{self.name}" with {type(value).__name__} {value!r}',
+                    table=self.name,
+                    field="_id",
+                )
+            return self.codec.decode_for(self.name, value, what=f'"_id" in a query on "{self.name}"')
+        if name == "_creation_time":
+            spec_kind = "float"
+            spec = None
+        else:
+            spec = self.table.fields.get(name)
+            if spec is None:
+                raise ValidationError(f'Unknown field "{name}" in table "{self.name}"', table=self.name, field=name)
+            spec_kind = spec.kind
+        if value is None:
+            return None
+        ok = {
+            "str": isinstance(value, str),
+            "int": isinstance(value, (int, float)) and not isinstance(value, bool),
+            "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+            "bool": isinstance(value, bool),
+            "bytes": isinstance(value, (bytes, bytearray)),
+            "id": isinstance(value, str),
+            "json": isinstance(value, (str, int, float, bool)),
+        }[spec_kind]
+        if not ok:
+            raise ValidationError(
+                f'Field "{name}" of table "{self.name}" holds {spec_kind} values; it cannot be '
+                f"compared with {type(value).__name__} {value!r}",
+                table=self.name,
+                field=name,
+            )
+        if spec is None:
+            return check_float(float(value), name)
+        if spec_kind == "int" and isinstance(value, float):
+            return check_float(value, name)
+        if spec_kind == "json":
+            if self.dialect.native_json:
+                return dumps(value)
+            return dumps(value) if isinstance(value, str) else value
+        return self.to_db(spec, value)
+
+    def insert_sql(self, columns: tuple[str, ...]) -> str:
+        sql = self._insert_sql.get(columns)
+        if sql is None:
+            sql = self.dialect.insert_ignore_returning(self.name, columns, self.json_columns(columns))
+            self._insert_sql[columns] = sql
+        return sql
+
+    def update_sql(self, columns: tuple[str, ...]) -> str:
+        sql = self._update_sql.get(columns)
+        if sql is None:
+            q = self.dialect.q
+            p = self.dialect.param
+            json_cols = self.json_columns(columns)
+            sets = ", ".join(f"{q(c)} = {self.dialect.json_param if c in json_cols else p}" for c in columns)
+            sql = f"UPDATE {self.q_table} SET {sets} WHERE {q('_rid')} = {p}"
+            self._update_sql[columns] = sql
+        return sql
+
+    def json_columns(self, columns: tuple[str, ...]) -> frozenset[str]:
+        return frozenset(c for c in columns if c in self.table.fields and self.table.fields[c].kind == "json")
+
+
+def _wrap_json(value: Any) -> Any:
+    from .values import to_doc
+
+    return to_doc(value)
+
+
+def _copy_default(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return loads_doc(dumps(normalize(value)))
+    return value
+
+
+__all__ = ["TableRuntime", "Doc", "loads"]

@@ -1,0 +1,774 @@
+"""Schema definition: define_ent, define_ent_schema, and the resolution of edges.
+
+``define_ent`` returns a builder; ``define_ent_schema`` resolves every edge against its
+inverse (as Convex Ents does), creates the tables that store many:many edges, and fails
+with a :class:`SchemaError` naming the table and edge whenever the definition is
+inconsistent. Nothing about a schema is checked later at run time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import TypeAdapter
+
+from .errors import SchemaError
+from .fields import MISSING, FieldSpec, build_validator, field_spec, validate_default
+from .ids import Id
+
+__all__ = ["define_ent", "define_ent_schema", "EntDefinition", "EntSchema", "TableDef", "Edge"]
+
+SYSTEM_TABLES = ("_scheduled_functions", "_storage")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+MAX_NAME = 63
+RESERVED_FIELDS = {"_id", "_creation_time", "_rid"}
+
+EdgeKind = Literal["field", "ref", "many_field", "many_many"]
+
+
+def _check_name(kind: str, name: Any, where: str = "") -> None:
+    if not isinstance(name, str) or not _NAME.match(name) or len(name) > MAX_NAME:
+        raise SchemaError(
+            f"Invalid {kind} name {name!r}{where}: use letters, digits and underscores, "
+            f"starting with a letter, at most {MAX_NAME} characters"
+        )
+
+
+@dataclass
+class _EdgeConfig:
+    """An edge as declared, before its inverse is known."""
+
+    name: str
+    to: str
+    cardinality: Literal["single", "multiple"]
+    stores_field: bool  # single: this side stores the id; multiple: this side is many:many
+    field: str | None = None
+    ref: bool | str | None = None
+    optional: bool = False
+    deletion: str | None = None
+    table: str | None = None
+    inverse_field: str | None = None
+    inverse: str | None = None  # name of the inverse edge (asymmetric self edges)
+    is_inverse_of: str | None = None  # set on the edge declared through `inverse=`
+    field_given: bool = False
+
+
+@dataclass
+class Edge:
+    """A resolved edge of a table.
+
+    kind:
+      * ``field``: singular, this table stores the target's id in ``field``.
+      * ``ref``: singular 1:1, the target table stores this ent's id in ``field``.
+      * ``many_field``: 1:many, the target table stores this ent's id in ``field``.
+      * ``many_many``: rows of ``edge_table``; ``field`` holds this end, ``ref`` the other.
+    """
+
+    name: str
+    table: str
+    to: str
+    kind: EdgeKind
+    field: str
+    ref: str | None = None
+    edge_table: str | None = None
+    optional: bool = False
+    unique: bool = False
+    deletion: str | None = None
+    symmetric: bool = False
+    inverse: str | None = None
+
+    @property
+    def to_system(self) -> bool:
+        return self.to.startswith("_")
+
+
+@dataclass
+class TableDef:
+    """A resolved table: fields (including edge fields), edges, indexes, deletion."""
+
+    name: str
+    fields: dict[str, FieldSpec]
+    edges: dict[str, Edge] = field(default_factory=dict)
+    indexes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    unique_indexes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    deletion: str | None = None
+    deletion_delay_ms: float = 0
+    is_edge_table: bool = False
+    is_system: bool = False
+    # index name -> canonical index name (aliases such as "by_user_id" for "user_id")
+    index_aliases: dict[str, str] = field(default_factory=dict)
+    # system tables: filter paths mapped to columns (e.g. "state.kind" -> "state"),
+    # columns hidden from documents, and a function shaping the public document
+    path_aliases: dict[str, str] = field(default_factory=dict)
+    index_where: dict[str, str] = field(default_factory=dict)
+    hidden: frozenset[str] = frozenset()
+    shape: Any = None
+    _validator: TypeAdapter[Any] | None = None
+    _patch_validator: TypeAdapter[Any] | None = None
+
+    @property
+    def validator(self) -> TypeAdapter[Any]:
+        if self._validator is None:
+            self._validator = build_validator(self.name, self.user_fields(), partial=False)
+        return self._validator
+
+    @property
+    def patch_validator(self) -> TypeAdapter[Any]:
+        if self._patch_validator is None:
+            self._patch_validator = build_validator(self.name, self.user_fields(), partial=True)
+        return self._patch_validator
+
+    def user_fields(self) -> dict[str, FieldSpec]:
+        return self.fields
+
+    def resolve_index(self, name: str) -> tuple[str, tuple[str, ...]] | None:
+        canonical = self.index_aliases.get(name, name)
+        fields = self.indexes.get(canonical)
+        if fields is None:
+            return None
+        return canonical, fields
+
+    def index_names(self) -> list[str]:
+        return sorted(set(self.indexes) | set(self.index_aliases))
+
+
+class EntDefinition:
+    """Builder returned by :func:`define_ent`; every method returns the builder."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        if not isinstance(fields, dict):
+            raise SchemaError(f"define_ent() takes a dict of field name to type, got {type(fields).__name__}")
+        self._fields: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self._edges: dict[str, _EdgeConfig] = {}
+        self._indexes: list[tuple[str, tuple[str, ...]]] = []
+        self._deletion: str | None = None
+        self._deletion_delay_ms: float = 0
+        for name, annotation in fields.items():
+            self.field(name, annotation)
+
+    def field(
+        self,
+        name: str,
+        type: Any,
+        *,
+        unique: bool = False,
+        index: bool = False,
+        default: Any = MISSING,
+    ) -> EntDefinition:
+        """Declare a field; ``unique`` and ``index`` add an index named after the field."""
+        _check_name("field", name)
+        if name in self._fields:
+            raise SchemaError(f'Duplicate field "{name}"', field=name)
+        self._fields[name] = (type, {"unique": bool(unique), "index": bool(index) or bool(unique), "default": default})
+        return self
+
+    def edge(
+        self,
+        name: str,
+        *,
+        to: str | None = None,
+        field: str | None = None,
+        ref: bool | str | None = None,
+        optional: bool = False,
+        deletion: str | None = None,
+    ) -> EntDefinition:
+        """Declare a singular edge (1:1 or the "one" end of 1:many).
+
+        Without ``ref`` this table stores the edge in ``field`` (default ``<name>_id``).
+        ``ref=True`` (or the other table's field name) declares the end of a 1:1 edge
+        that does not store it. ``optional=True`` lets the stored field be empty.
+        """
+        _check_name("edge", name)
+        if name in self._edges:
+            raise SchemaError(f'Duplicate edge "{name}"')
+        target = to if to is not None else name + "s"
+        if ref is not None and ref is not False:
+            if field is not None:
+                raise SchemaError(
+                    f'Edge "{name}": `field` and `ref` cannot both be given; `field` names the '
+                    "field this table stores, `ref` the field the other table stores"
+                )
+            if optional:
+                raise SchemaError(
+                    f'Edge "{name}": `optional` applies to the end that stores the field; '
+                    "an edge with `ref` is always optional"
+                )
+            self._edges[name] = _EdgeConfig(name, target, "single", False, ref=ref, deletion=deletion)
+        else:
+            fname = field if field is not None else f"{name}_id"
+            _check_name("field", fname, f' for edge "{name}"')
+            self._edges[name] = _EdgeConfig(
+                name,
+                target,
+                "single",
+                True,
+                field=fname,
+                optional=bool(optional),
+                deletion=deletion,
+                field_given=field is not None,
+            )
+        return self
+
+    def edges(
+        self,
+        name: str,
+        *,
+        to: str | None = None,
+        ref: bool | str | None = None,
+        table: str | None = None,
+        field: str | None = None,
+        inverse_field: str | None = None,
+        inverse: str | None = None,
+        deletion: str | None = None,
+    ) -> EntDefinition:
+        """Declare a plural edge: 1:many with ``ref``, many:many otherwise.
+
+        ``to`` defaults to the edge name. For many:many edges ``table``, ``field`` and
+        ``inverse_field`` name the storage; ``inverse`` declares an asymmetric self edge
+        (a self edge without ``inverse`` is symmetric, like friends).
+        """
+        _check_name("edge", name)
+        if name in self._edges:
+            raise SchemaError(f'Duplicate edge "{name}"')
+        target = to if to is not None else name
+        has_ref = ref is not None and ref is not False
+        if has_ref and table is not None:
+            raise SchemaError(
+                f'Edge "{name}": cannot specify both `ref` and `table`, as the former is for '
+                "1:many edges and the latter for many:many edges"
+            )
+        if has_ref and (field is not None or inverse_field is not None or inverse is not None):
+            raise SchemaError(
+                f'Edge "{name}": `field`, `inverse_field` and `inverse` are for many:many edges '
+                "and cannot be combined with `ref`"
+            )
+        if (field is not None or inverse_field is not None) and table is None:
+            raise SchemaError(
+                f'Edge "{name}": specify `table` if you are customizing the `field` or '
+                "`inverse_field` of a many:many edge"
+            )
+        for opt, value in (("table", table), ("field", field), ("inverse_field", inverse_field)):
+            if value is not None:
+                _check_name(opt, value, f' for edge "{name}"')
+        if has_ref:
+            self._edges[name] = _EdgeConfig(name, target, "multiple", False, ref=ref, deletion=deletion)
+        else:
+            self._edges[name] = _EdgeConfig(
+                name,
+                target,
+                "multiple",
+                True,
+                table=table,
+                field=field,
+                inverse_field=inverse_field,
+                inverse=inverse,
+                deletion=deletion,
+            )
+            if inverse is not None:
+                _check_name("edge", inverse)
+                if inverse in self._edges:
+                    raise SchemaError(f'Duplicate edge "{inverse}" (declared as the inverse of "{name}")')
+                self._edges[inverse] = _EdgeConfig(
+                    inverse, target, "multiple", True, table=table, is_inverse_of=name
+                )
+        return self
+
+    def index(self, name: str, fields: list[str] | tuple[str, ...]) -> EntDefinition:
+        """Declare an index over ``fields`` (in order); results are then ordered by them."""
+        _check_name("index", name)
+        if isinstance(fields, str) or not fields:
+            raise SchemaError(f'Index "{name}" needs a non-empty list of field names')
+        self._indexes.append((name, tuple(fields)))
+        return self
+
+    def deletion(self, kind: str, *, delay_ms: float | None = None) -> EntDefinition:
+        """Use ``"soft"`` or ``"scheduled"`` deletion instead of immediate hard deletion."""
+        if self._deletion is not None:
+            raise SchemaError("Deletion behavior can only be specified once")
+        if kind not in ("soft", "scheduled"):
+            raise SchemaError(f'Deletion behavior must be "soft" or "scheduled", got {kind!r}')
+        if delay_ms is not None:
+            if kind != "scheduled":
+                raise SchemaError('`delay_ms` only applies to "scheduled" deletion')
+            if not isinstance(delay_ms, (int, float)) or isinstance(delay_ms, bool) or delay_ms < 0:
+                raise SchemaError(f"`delay_ms` must be a non-negative number, got {delay_ms!r}")
+        self._deletion = kind
+        self._deletion_delay_ms = float(delay_ms or 0)
+        return self
+
+
+def define_ent(fields: dict[str, Any] | None = None) -> EntDefinition:
+    """Start the definition of an ent table with a dict of field name to type."""
+    return EntDefinition(fields or {})
+
+
+@dataclass
+class EntSchema:
+    """A resolved schema: user tables, edge tables and system tables."""
+
+    tables: dict[str, TableDef]
+
+    def table(self, name: str) -> TableDef:
+        return self.tables[name]
+
+    @property
+    def user_tables(self) -> list[str]:
+        return [n for n, t in self.tables.items() if not t.is_edge_table and not t.is_system]
+
+
+def define_ent_schema(tables: dict[str, EntDefinition]) -> EntSchema:
+    """Resolve a schema; raises SchemaError naming the table and edge on any inconsistency."""
+    if not isinstance(tables, dict):
+        raise SchemaError("define_ent_schema() takes a dict of table name to define_ent(...)")
+    for name, definition in tables.items():
+        _check_name("table", name)
+        if name.startswith("_"):
+            raise SchemaError(f'Table name "{name}" is reserved: names starting with "_" belong to system tables')
+        if not isinstance(definition, EntDefinition):
+            raise SchemaError(f'Table "{name}" must be defined with define_ent(...), got {type(definition).__name__}')
+    return _Resolver(tables).resolve()
+
+
+class _Resolver:
+    def __init__(self, defs: dict[str, EntDefinition]) -> None:
+        self.defs = defs
+        self.tables: dict[str, TableDef] = {}
+        self.edge_tables: dict[str, TableDef] = {}
+
+    def resolve(self) -> EntSchema:
+        for name, d in self.defs.items():
+            self.tables[name] = self._base_table(name, d)
+        for name, d in self.defs.items():
+            for cfg in d._edges.values():
+                self._resolve_edge(name, cfg)
+        for name, d in self.defs.items():
+            self._indexes(name, d)
+        from .system import system_tables
+
+        all_tables = dict(self.tables)
+        for name, t in self.edge_tables.items():
+            if name in all_tables:
+                raise SchemaError(
+                    f'The many:many edge table "{name}" collides with a table of the same name; '
+                    "pass table=... to the edge to store it elsewhere",
+                    table=name,
+                )
+            all_tables[name] = t
+        for name, t in system_tables().items():
+            all_tables[name] = t
+        for t in self.tables.values():
+            self._check_soft_edges(t)
+        return EntSchema(all_tables)
+
+    def _base_table(self, name: str, d: EntDefinition) -> TableDef:
+        fields: dict[str, FieldSpec] = {}
+        for fname, (annotation, opts) in d._fields.items():
+            if fname.startswith("_") or fname in RESERVED_FIELDS:
+                raise SchemaError(f'Field "{fname}" in table "{name}": names starting with "_" are reserved', table=name)
+            spec = field_spec(name, fname, annotation, **opts)
+            validate_default(name, spec)
+            if spec.kind == "id" and spec.id_table not in self.defs and spec.id_table not in SYSTEM_TABLES:
+                raise SchemaError(
+                    f'Field "{fname}" in table "{name}" is an id of an undefined table "{spec.id_table}"',
+                    table=name,
+                    field=fname,
+                )
+            fields[fname] = spec
+        if d._deletion is not None:
+            if "deletion_time" in fields:
+                raise SchemaError(
+                    f'Cannot enable "{d._deletion}" deletion for table "{name}" because it already '
+                    'defines a "deletion_time" field',
+                    table=name,
+                )
+            fields["deletion_time"] = field_spec(name, "deletion_time", float | None, system=True)
+        return TableDef(name=name, fields=fields, deletion=d._deletion, deletion_delay_ms=d._deletion_delay_ms)
+
+    # -- edges -----------------------------------------------------------------------
+
+    def _err(self, msg: str, table: str) -> SchemaError:
+        return SchemaError(msg, table=table)
+
+    def _resolve_edge(self, table: str, cfg: _EdgeConfig) -> None:
+        t = self.tables[table]
+        if cfg.name in t.edges:
+            return  # resolved as the inverse of an edge processed earlier
+        if cfg.to in SYSTEM_TABLES:
+            self._system_edge(table, cfg)
+            return
+        if cfg.to not in self.defs:
+            hint = (
+                f' Define a table "{cfg.to}", or pass to="..." if the edge name is not the name of '
+                "the target table."
+            )
+            raise self._err(
+                f'Edge "{cfg.name}" in table "{table}" points to an undefined table "{cfg.to}".' + hint,
+                table,
+            )
+        if cfg.cardinality == "single":
+            if cfg.stores_field:
+                self._single_field(table, cfg)
+            else:
+                self._single_ref(table, cfg)
+        elif not cfg.stores_field:
+            self._many_field(table, cfg)
+        else:
+            self._many_many(table, cfg)
+
+    def _system_edge(self, table: str, cfg: _EdgeConfig) -> None:
+        if cfg.cardinality != "single" or not cfg.stores_field:
+            raise self._err(
+                f'Edge "{cfg.name}" in table "{table}" points to the system table "{cfg.to}"; only '
+                f'singular edges that store the id can point to system tables: use .edge("{cfg.name}", '
+                f'to="{cfg.to}")',
+                table,
+            )
+        if cfg.deletion not in (None, "hard"):
+            raise self._err(
+                f'Edge "{cfg.name}" in table "{table}" to "{cfg.to}" accepts only deletion="hard" '
+                "(there is no soft deletion of system documents)",
+                table,
+            )
+        self._add_field_edge(table, cfg, unique=False, optional=True, inverse=None)
+
+    def _add_field_edge(self, table: str, cfg: _EdgeConfig, *, unique: bool, optional: bool, inverse: str | None) -> None:
+        t = self.tables[table]
+        assert cfg.field is not None
+        if cfg.field in t.fields:
+            raise self._err(
+                f'Edge "{cfg.name}" in table "{table}" stores its id in field "{cfg.field}", which is '
+                "already a field of the table; pass field=... to the edge or rename the field",
+                table,
+            )
+        spec = field_spec(table, cfg.field, Id[cfg.to] | None if optional else Id[cfg.to], system=True)
+        spec.index = True
+        spec.unique = unique
+        t.fields[cfg.field] = spec
+        t.edges[cfg.name] = Edge(
+            name=cfg.name,
+            table=table,
+            to=cfg.to,
+            kind="field",
+            field=cfg.field,
+            optional=optional,
+            unique=unique,
+            deletion=cfg.deletion,
+            inverse=inverse,
+        )
+
+    def _inverse_candidates(self, table: str, cfg: _EdgeConfig) -> list[_EdgeConfig]:
+        """Edges of the target table that could be the other end of ``cfg``."""
+        other = self.defs[cfg.to]
+        self_directed = cfg.to == table
+        pointing = [
+            c
+            for c in other._edges.values()
+            if c.to == table and not (self_directed and c.name == cfg.name) and c.is_inverse_of is None
+        ]
+        if cfg.cardinality == "single" and cfg.stores_field:
+            # The other end does not store anything: a 1:1 ref end or a 1:many ref end.
+            return [
+                c
+                for c in pointing
+                if not c.stores_field and (not isinstance(c.ref, str) or c.ref == cfg.field)
+            ]
+        # This end does not store the edge: the other end must be a singular field edge.
+        storing = [
+            c
+            for c in pointing
+            if c.cardinality == "single"
+            and c.stores_field
+            and (not isinstance(cfg.ref, str) or c.field == cfg.ref)
+        ]
+        if storing:
+            return storing
+        # Nothing stores it; return the ref ends so the caller can say what is wrong.
+        return [c for c in pointing if not c.stores_field and not isinstance(c.ref, str)]
+
+    def _one_inverse(self, table: str, cfg: _EdgeConfig, cands: list[_EdgeConfig], hint: str) -> _EdgeConfig:
+        if not cands:
+            raise self._err(
+                f'Missing inverse edge in table "{cfg.to}" for edge "{cfg.name}" in table "{table}". {hint}',
+                table,
+            )
+        if len(cands) > 1:
+            names = ", ".join(f'"{c.name}"' for c in cands)
+            raise self._err(
+                f'Edge "{cfg.name}" in table "{table}" has too many potential inverse edges in table '
+                f'"{cfg.to}": {names}. Pair them explicitly: give this edge field="..." and the '
+                'inverse ref="<the same field>"',
+                table,
+            )
+        return cands[0]
+
+    def _single_field(self, table: str, cfg: _EdgeConfig) -> None:
+        if cfg.to == table and not self._inverse_candidates(table, cfg):
+            hint = f'Add .edges("...", ref="{cfg.field}") or .edge("...", ref="{cfg.field}") to table "{table}".'
+        else:
+            hint = (
+                f'Add .edges("{table}", ref=True) to table "{cfg.to}" for a 1:many edge, or '
+                f'.edge("{_singular(table)}", ref=True) for a 1:1 edge.'
+            )
+        inv = self._one_inverse(table, cfg, self._inverse_candidates(table, cfg), hint)
+        self._pair_field(table, cfg, inv)
+
+    def _single_ref(self, table: str, cfg: _EdgeConfig) -> None:
+        hint = f'Add .edge("{_singular(table)}") to table "{cfg.to}" so that it stores the edge.'
+        if cfg.deletion not in (None, "soft"):
+            raise self._err(
+                f'Edge "{cfg.name}" in table "{table}": deletion="{cfg.deletion}" is not valid here; '
+                'the ent storing the edge is always deleted with this one, only deletion="soft" '
+                "(propagating soft deletion) can be set",
+                table,
+            )
+        inv = self._one_inverse(table, cfg, self._inverse_candidates(table, cfg), hint)
+        if not inv.stores_field:
+            raise self._err(
+                f'Both edge "{cfg.name}" in table "{table}" and edge "{inv.name}" in table "{cfg.to}" '
+                "are marked ref=True, so neither stores the 1:1 edge; remove ref from the one that "
+                "should store it",
+                table,
+            )
+        self._pair_field(cfg.to, inv, cfg, ref_table=table)
+
+    def _many_field(self, table: str, cfg: _EdgeConfig) -> None:
+        hint = f'Add .edge("{_singular(table)}") to table "{cfg.to}" so that it stores the 1:many edge.'
+        if cfg.deletion not in (None, "soft"):
+            raise self._err(
+                f'Edge "{cfg.name}" in table "{table}": deletion="{cfg.deletion}" is not valid here; '
+                'the ents storing the edge are always deleted with this one, only deletion="soft" '
+                "(propagating soft deletion) can be set",
+                table,
+            )
+        inv = self._one_inverse(table, cfg, self._inverse_candidates(table, cfg), hint)
+        if not (inv.cardinality == "single" and inv.stores_field):
+            raise self._err(
+                f'The edge "{inv.name}" in table "{cfg.to}" cannot be ref=True or plural, as it must '
+                f'store the 1:many edge as a field. Check its inverse edge "{cfg.name}" in table "{table}".',
+                table,
+            )
+        self._pair_field(cfg.to, inv, cfg, ref_table=table)
+
+    def _pair_field(self, field_table: str, field_cfg: _EdgeConfig, ref_cfg: _EdgeConfig, ref_table: str | None = None) -> None:
+        """Resolve a field edge (``field_cfg`` of ``field_table``) with its ref end."""
+        if ref_table is None:
+            # called from the field end: ref_cfg lives in field_cfg.to
+            ref_table = field_cfg.to
+        one_to_one = ref_cfg.cardinality == "single"
+        if field_cfg.deletion is not None:
+            if field_cfg.deletion != "hard":
+                raise self._err(
+                    f'Edge "{field_cfg.name}" in table "{field_table}": deletion="{field_cfg.deletion}" '
+                    'is not valid on the end that stores the edge; only deletion="hard" (delete the '
+                    "other ent too) can be set, on 1:1 edges",
+                    field_table,
+                )
+            if not one_to_one:
+                raise self._err(
+                    f'Edge "{field_cfg.name}" in table "{field_table}": deletion="hard" would delete the '
+                    f'shared "{ref_table}" ent whenever one of its "{field_table}" is deleted; it is allowed '
+                    "only on 1:1 edges and on edges to _storage and _scheduled_functions",
+                    field_table,
+                )
+        if one_to_one and field_cfg.optional:
+            raise self._err(
+                f'Edge "{field_cfg.name}" in table "{field_table}" is the stored end of a 1:1 edge and '
+                "cannot be optional: the ent storing a 1:1 edge always belongs to the other one",
+                field_table,
+            )
+        if field_cfg.name not in self.tables[field_table].edges:
+            self._add_field_edge(
+                field_table, field_cfg, unique=one_to_one, optional=field_cfg.optional, inverse=ref_cfg.name
+            )
+        assert field_cfg.field is not None
+        self.tables[ref_table].edges[ref_cfg.name] = Edge(
+            name=ref_cfg.name,
+            table=ref_table,
+            to=field_table,
+            kind="ref" if one_to_one else "many_field",
+            field=field_cfg.field,
+            deletion=ref_cfg.deletion,
+            inverse=field_cfg.name,
+            optional=field_cfg.optional,
+        )
+
+    def _many_many(self, table: str, cfg: _EdgeConfig) -> None:
+        if cfg.deletion is not None:
+            raise self._err(
+                f'Edge "{cfg.name}" in table "{table}": many:many edges take no `deletion` option; '
+                "their edge rows are always removed with either end",
+                table,
+            )
+        other = cfg.to
+        self_directed = other == table
+        if cfg.is_inverse_of is not None:
+            return  # resolved from the forward edge
+        if self_directed:
+            if cfg.inverse is not None:
+                inv: _EdgeConfig | None = self.defs[table]._edges[cfg.inverse]
+            else:
+                inv = None
+        else:
+            pointing = [
+                c
+                for c in self.defs[other]._edges.values()
+                if c.to == table and c.cardinality == "multiple" and c.is_inverse_of is None
+            ]
+            cands = [
+                c
+                for c in pointing
+                if c.stores_field and (cfg.table is None or c.table is None or c.table == cfg.table)
+            ]
+            if len(cands) > 1 and cfg.table is not None:
+                cands = [c for c in cands if c.table == cfg.table] or cands
+            if not cands:
+                cands = [c for c in pointing if not c.stores_field]
+            hint = f'Add .edges("{table}") to table "{other}" (or .edges("{table}", ref=True) for 1:many).'
+            inv = self._one_inverse(table, cfg, cands, hint)
+            if not inv.stores_field:
+                raise self._err(
+                    f'The edge "{inv.name}" in table "{other}" specified `ref`, but its inverse edge '
+                    f'"{cfg.name}" in table "{table}" is not the singular end of a 1:many edge. Use '
+                    f'.edge("{_singular(other)}") in table "{table}" for 1:many, or drop `ref` for many:many.',
+                    table,
+                )
+            if inv.inverse is not None or cfg.inverse is not None:
+                raise self._err(
+                    f'Edge "{cfg.name}" in table "{table}": `inverse` is only for self-directed edges '
+                    "(to the same table)",
+                    table,
+                )
+            if inv.table is not None and cfg.table is not None and inv.table != cfg.table:
+                raise self._err(
+                    f'Edge "{cfg.name}" in table "{table}" and its inverse "{inv.name}" in table "{other}" '
+                    f'name different edge tables ("{cfg.table}" and "{inv.table}")',
+                    table,
+                )
+        if inv is None:
+            edge_table = cfg.table or f"{table}_{cfg.name}"
+            fwd = cfg.field or "a_id"
+            back = cfg.inverse_field or "b_id"
+        else:
+            edge_table = cfg.table or inv.table or (
+                f"{inv.name}_to_{cfg.name}" if inv.name == table else f"{table}_{inv.name}_to_{cfg.name}"
+            )
+            if self_directed:
+                fwd = cfg.field or f"{inv.name}_id"
+                back = cfg.inverse_field or f"{cfg.name}_id"
+            else:
+                fwd = cfg.field or inv.inverse_field or f"{table}_id"
+                back = inv.field or cfg.inverse_field or f"{other}_id"
+        if fwd == back:
+            raise self._err(
+                f'Edge "{cfg.name}" in table "{table}": both ends of the many:many edge table '
+                f'"{edge_table}" would be stored in field "{fwd}"; pass field=... and inverse_field=...',
+                table,
+            )
+        _check_name("table", edge_table, f' (edge table of edge "{cfg.name}" in table "{table}")')
+        if edge_table in self.edge_tables:
+            raise self._err(
+                f'Edge "{cfg.name}" in table "{table}" would store its rows in table "{edge_table}", '
+                "which another many:many edge already uses; pass table=... to one of them",
+                table,
+            )
+        fields = {
+            fwd: field_spec(edge_table, fwd, Id[table], system=True),
+            back: field_spec(edge_table, back, Id[other], system=True),
+        }
+        et = TableDef(name=edge_table, fields=fields, is_edge_table=True)
+        et.unique_indexes[f"{fwd}_{back}"] = (fwd, back)
+        et.indexes[f"{back}_{fwd}"] = (back, fwd)
+        self.edge_tables[edge_table] = et
+        symmetric = inv is None
+        self.tables[table].edges[cfg.name] = Edge(
+            name=cfg.name,
+            table=table,
+            to=other,
+            kind="many_many",
+            field=fwd,
+            ref=back,
+            edge_table=edge_table,
+            symmetric=symmetric,
+            inverse=inv.name if inv else None,
+        )
+        if inv is not None:
+            self.tables[other].edges[inv.name] = Edge(
+                name=inv.name,
+                table=other,
+                to=table,
+                kind="many_many",
+                field=back,
+                ref=fwd,
+                edge_table=edge_table,
+                symmetric=False,
+                inverse=cfg.name,
+            )
+
+    def _check_soft_edges(self, t: TableDef) -> None:
+        for e in t.edges.values():
+            if e.deletion == "soft":
+                target = self.tables[e.to]
+                if target.deletion is None:
+                    raise self._err(
+                        f'Cannot specify soft deletion behavior for edge "{e.name}" in table "{t.name}" '
+                        f'because the target table "{e.to}" does not have a "soft" or "scheduled" '
+                        f'deletion behavior configured; add .deletion("soft") to "{e.to}"',
+                        t.name,
+                    )
+                if t.deletion is None:
+                    raise self._err(
+                        f'deletion="soft" on edge "{e.name}" in table "{t.name}" has no effect because '
+                        f'"{t.name}" itself is always hard deleted; add .deletion("soft") to "{t.name}"',
+                        t.name,
+                    )
+
+    # -- indexes ---------------------------------------------------------------------
+
+    def _indexes(self, name: str, d: EntDefinition) -> None:
+        t = self.tables[name]
+        for fname, spec in t.fields.items():
+            if spec.unique:
+                t.unique_indexes[fname] = (fname,)
+                t.indexes[fname] = (fname,)
+            elif spec.index:
+                t.indexes[fname] = (fname,)
+        for iname, ifields in d._indexes:
+            if iname in t.indexes:
+                raise SchemaError(
+                    f'Duplicate index "{iname}" in table "{name}" (fields declared with index=True or '
+                    "unique=True, and edge fields, have an index named after the field)",
+                    table=name,
+                )
+            for f in ifields:
+                if "." in f:
+                    raise SchemaError(
+                        f'Index "{iname}" in table "{name}": nested field paths ("{f}") cannot be indexed; '
+                        "index a top-level field",
+                        table=name,
+                    )
+                if f not in t.fields and f != "_creation_time":
+                    raise SchemaError(
+                        f'Index "{iname}" in table "{name}" refers to an undefined field "{f}"',
+                        table=name,
+                        field=f,
+                    )
+            if ifields[-1] == "_creation_time":
+                ifields = ifields[:-1]
+            if "_creation_time" in ifields:
+                raise SchemaError(
+                    f'Index "{iname}" in table "{name}": "_creation_time" may only be the last field',
+                    table=name,
+                )
+            if not ifields:
+                raise SchemaError(f'Index "{iname}" in table "{name}" has no fields besides _creation_time', table=name)
+            t.indexes[iname] = ifields
+        for iname in list(t.indexes):
+            alias = f"by_{iname}"
+            if len(t.indexes[iname]) == 1 and t.indexes[iname][0] == iname and alias not in t.indexes:
+                t.index_aliases[alias] = iname
+
+
+def _singular(table: str) -> str:
+    return table[:-1] if table.endswith("s") and len(table) > 1 else table

@@ -1,0 +1,192 @@
+"""File storage: ``ctx.storage`` and the ``_storage`` system table.
+
+Blobs live in a directory (beside the database file by default), one file per stored
+id; the ``_storage`` row (sha256, size, content type) is written in the caller's
+transaction. A blob is written to a temporary file, flushed and renamed into place, so a
+half-written file is never visible; it is removed again if the transaction rolls back,
+and a deleted blob is unlinked only once the deleting transaction commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import EntNotFoundError, InvalidIdError, StorageError, ValidationError
+
+if TYPE_CHECKING:
+    from .transaction import Transaction
+
+TABLE = "_storage"
+
+
+class BlobStore:
+    """Where blob bytes live for one App."""
+
+    def __init__(self, directory: str | os.PathLike[str], url_base: str | None = None, *, temporary: bool = False) -> None:
+        self.directory = Path(directory)
+        self.url_base = url_base.rstrip("/") if url_base else None
+        self.temporary = temporary
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+
+    @classmethod
+    def temporary_store(cls, url_base: str | None = None) -> BlobStore:
+        tmp = tempfile.TemporaryDirectory(prefix="ents-files-")
+        store = cls(tmp.name, url_base, temporary=True)
+        store._tmpdir = tmp
+        return store
+
+    def path(self, rid: int) -> Path:
+        return self.directory / f"{rid % 256:02x}" / f"{rid}.blob"
+
+    def write_temp(self, data: bytes) -> Path:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=self.directory)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise StorageError(f"Cannot write a blob in {self.directory}: {exc}") from exc
+        return Path(name)
+
+    def place(self, temp: Path, rid: int) -> Path:
+        final = self.path(rid)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp, final)
+        except OSError as exc:
+            raise StorageError(f"Cannot store blob {final}: {exc}") from exc
+        return final
+
+    def remove(self, rid: int) -> None:
+        try:
+            self.path(rid).unlink()
+        except FileNotFoundError:
+            pass
+
+    def read(self, rid: int) -> bytes | None:
+        try:
+            return self.path(rid).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"Cannot read blob {self.path(rid)}: {exc}") from exc
+
+    def url(self, id: str, rid: int) -> str:
+        if self.url_base:
+            return f"{self.url_base}/{id}"
+        return self.path(rid).resolve().as_uri()
+
+    def close(self) -> None:
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
+
+
+def _decode(tx: Transaction, id: Any) -> int:
+    try:
+        return tx.app.codec.decode_for(TABLE, id, what="a storage id")
+    except InvalidIdError as exc:
+        raise StorageError(exc.message, table=TABLE, id=exc.id) from None
+
+
+def store(tx: Transaction, data: Any, content_type: str | None = None) -> str:
+    tx.require_write("store files")
+    if isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    if not isinstance(data, bytes):
+        raise ValidationError(f"ctx.storage.store() takes bytes, got {type(data).__name__}")
+    if content_type is not None and not isinstance(content_type, str):
+        raise ValidationError(f"content_type must be a string, got {type(content_type).__name__}")
+    blobs: BlobStore = tx.app.blobs
+    temp = blobs.write_temp(data)
+    try:
+        rt = tx.rt(TABLE)
+        row = tx.fetchone(
+            rt.insert_sql(("_creation_time", "sha256", "size", "content_type")),
+            (tx.now, hashlib.sha256(data).hexdigest(), len(data), content_type),
+        )
+        assert row is not None
+        rid = int(row[0])
+        blobs.place(temp, rid)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    tx.after_rollback.append(lambda: blobs.remove(rid))
+    tx.touched()
+    return rt.encode_rid(rid)
+
+
+def get_metadata(tx: Transaction, id: Any) -> dict[str, Any] | None:
+    rid = _decode(tx, id)
+    rt = tx.rt(TABLE)
+    row = tx.fetchone(rt.sql_get, (rid,))
+    return rt.doc(row) if row is not None else None
+
+
+def get(tx: Transaction, id: Any) -> bytes | None:
+    rid = _decode(tx, id)
+    rt = tx.rt(TABLE)
+    if tx.fetchone(rt.sql_exists, (rid,)) is None:
+        return None
+    data: bytes | None = tx.app.blobs.read(rid)
+    return data
+
+
+def get_url(tx: Transaction, id: Any) -> str | None:
+    rid = _decode(tx, id)
+    rt = tx.rt(TABLE)
+    if tx.fetchone(rt.sql_exists, (rid,)) is None:
+        return None
+    url: str = tx.app.blobs.url(str(id), rid)
+    return url
+
+
+def delete(tx: Transaction, id: Any) -> None:
+    tx.require_write("delete files")
+    rid = _decode(tx, id)
+    if not delete_files(tx, [rid]):
+        raise EntNotFoundError(f'File not found with id `{id}` in table "{TABLE}"', table=TABLE, id=str(id))
+
+
+def delete_files(tx: Transaction, rids: list[int]) -> int:
+    """Delete ``_storage`` rows now and their blobs once the transaction commits."""
+    q = tx.dialect.q
+    gone = [r[0] for r in tx.in_chunks(f"DELETE FROM {q(TABLE)}", q("_rid"), rids, suffix=f" RETURNING {q('_rid')}")]
+    blobs: BlobStore = tx.app.blobs
+    for rid in gone:
+        tx.after_commit.append(lambda rid=rid: blobs.remove(rid))
+    tx.touched()
+    return len(gone)
+
+
+class Storage:
+    """``ctx.storage`` bound to one transaction (queries and mutations)."""
+
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
+
+    def store(self, data: bytes, content_type: str | None = None) -> str:
+        """Store bytes; returns the id of the new ``_storage`` document."""
+        return store(self._tx, data, content_type)
+
+    def get(self, id: str) -> bytes | None:
+        """The stored bytes, or None if there is no such file."""
+        return get(self._tx, id)
+
+    def get_url(self, id: str) -> str | None:
+        """A URL for the file (``file://`` unless the App was given ``storage_url``)."""
+        return get_url(self._tx, id)
+
+    def get_metadata(self, id: str) -> dict[str, Any] | None:
+        """``{"_id", "_creation_time", "sha256", "size", "content_type"}`` or None."""
+        return get_metadata(self._tx, id)
+
+    def delete(self, id: str) -> None:
+        """Delete the file. Ents referencing it are not deleted (as in Convex Ents)."""
+        delete(self._tx, id)

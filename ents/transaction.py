@@ -1,0 +1,160 @@
+"""One database transaction with the state ents keeps alongside it.
+
+A Transaction wraps a backend connection for the duration of one query, mutation or
+internal step. Besides running SQL it records what must happen only once the
+transaction commits (delete a blob file, wake the worker) or if it rolls back (remove a
+blob written by a failed mutation), and a write sequence number that tells cached edge
+lookups when they went stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from .errors import EntsError, ReadOnlyError
+
+if TYPE_CHECKING:
+    from .app import App
+    from .backends.base import Connection
+    from .runtime import TableRuntime
+
+
+class Transaction:
+    def __init__(
+        self,
+        app: App,
+        conn: Connection,
+        *,
+        write: bool,
+        now: float,
+        identity: Any = None,
+        function: str | None = None,
+    ) -> None:
+        self.app = app
+        self.conn = conn
+        self.write = write
+        self.now = now
+        self.identity = identity
+        self.function = function
+        self.dialect = app.backend.dialect
+        self.runtimes = app.runtimes
+        self.write_seq = 0
+        self.after_commit: list[Callable[[], None]] = []
+        self.after_rollback: list[Callable[[], None]] = []
+        self._savepoints = 0
+        # scheduler bookkeeping (see scheduler.py)
+        self.scheduled_count = 0
+        self.scheduled_bytes = 0
+        self.earliest_new_job: float | None = None
+        self.running_job: int | None = None
+        self.origin_canceled: Callable[[], bool] | None = None
+
+    # -- SQL ---------------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        return self.conn.execute(sql, tuple(params) if not isinstance(params, (tuple, list)) else params)
+
+    def fetchone(self, sql: str, params: Iterable[Any] = ()) -> tuple[Any, ...] | None:
+        return self.execute(sql, params).fetchone()  # type: ignore[no-any-return]
+
+    def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.execute(sql, params).fetchall()  # type: ignore[no-any-return]
+
+    def rt(self, table: str) -> TableRuntime:
+        rt = self.runtimes.get(table)
+        if rt is None:
+            known = ", ".join(sorted(t for t in self.runtimes if not self.app.schema.tables[t].is_edge_table))
+            raise EntsError(f'Table "{table}" is not defined in the schema (tables: {known})', table=table)
+        return rt
+
+    def in_chunks(
+        self, sql_prefix: str, column_sql: str, values: list[Any], *, where: str = "", params: tuple[Any, ...] = (), suffix: str = ""
+    ) -> Iterator[tuple[Any, ...]]:
+        """Run ``<prefix> WHERE [<where> AND] <column> IN (...) <suffix>`` over ``values`` in batches.
+
+        ``params`` bind the placeholders of ``where``.
+        """
+        size = self.dialect.batch_size
+        lead = f"{where} AND " if where else ""
+        for start in range(0, len(values), size):
+            chunk = values[start : start + size]
+            cond, chunk_params = self.dialect.in_clause(column_sql, chunk)
+            yield from self.execute(f"{sql_prefix} WHERE {lead}{cond}{suffix}", [*params, *chunk_params]).fetchall()
+
+    def run_in_chunks(
+        self, sql_prefix: str, column_sql: str, values: list[Any], *, where: str = "", params: tuple[Any, ...] = (), suffix: str = ""
+    ) -> int:
+        """Like :meth:`in_chunks` for statements without results; returns rows affected."""
+        size = self.dialect.batch_size
+        lead = f"{where} AND " if where else ""
+        total = 0
+        for start in range(0, len(values), size):
+            chunk = values[start : start + size]
+            cond, chunk_params = self.dialect.in_clause(column_sql, chunk)
+            cur = self.execute(f"{sql_prefix} WHERE {lead}{cond}{suffix}", [*params, *chunk_params])
+            total += max(cur.rowcount, 0)
+        return total
+
+    # -- guards and savepoints ---------------------------------------------------------
+
+    def require_write(self, what: str) -> None:
+        if not self.write:
+            raise ReadOnlyError(
+                f"Cannot {what} in a query: queries only read. Use a mutation to write.",
+                function=self.function,
+            )
+
+    def touched(self) -> None:
+        self.write_seq += 1
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        self._savepoints += 1
+        name = f"ents_sp{self._savepoints}"
+        self.conn.savepoint(name)
+        mark_commit = len(self.after_commit)
+        mark_rollback = len(self.after_rollback)
+        saved = (self.scheduled_count, self.scheduled_bytes, self.earliest_new_job)
+        try:
+            yield
+        except BaseException:
+            self.conn.rollback_to(name)
+            self.conn.release(name)
+            # What the rolled-back work asked to do after commit no longer applies.
+            del self.after_commit[mark_commit:]
+            undo = self.after_rollback[mark_rollback:]
+            del self.after_rollback[mark_rollback:]
+            for fn in reversed(undo):
+                _quietly(fn)
+            self.scheduled_count, self.scheduled_bytes, self.earliest_new_job = saved
+            self.write_seq += 1
+            raise
+        else:
+            self.conn.release(name)
+
+    def note_new_job(self, due: float) -> None:
+        if self.earliest_new_job is None or due < self.earliest_new_job:
+            self.earliest_new_job = due
+
+    def committed(self) -> None:
+        for fn in self.after_commit:
+            _quietly(fn)
+        self.after_commit.clear()
+        self.after_rollback.clear()
+
+    def rolled_back(self) -> None:
+        for fn in reversed(self.after_rollback):
+            _quietly(fn)
+        self.after_rollback.clear()
+        self.after_commit.clear()
+
+
+def _quietly(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except Exception:  # pragma: no cover - cleanup must not mask the real outcome
+        import logging
+
+        logging.getLogger("ents").exception("cleanup step failed")

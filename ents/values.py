@@ -1,0 +1,198 @@
+"""Values that can be stored: checks and the JSON encoding of nested values.
+
+ents stores documents whose values are JSON-like: None, bool, int, float, str, bytes,
+lists and string-keyed dicts (pydantic models are stored as their dict form). Nested
+values are kept as JSON text; bytes inside them become ``{"$bytes": "<base64>"}``, which is
+why object keys may not start with ``$``. The same rules hold on SQLite and PostgreSQL,
+so a value accepted on one is accepted on the other:
+
+* strings must be valid Unicode without NUL characters (PostgreSQL cannot store them),
+* floats must be finite (SQLite silently turns NaN into NULL),
+* integers must fit in 64 bits where they are stored in a column,
+* nesting is limited to ``MAX_DEPTH`` levels.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import Any
+
+from pydantic import BaseModel
+
+from .errors import ValidationError
+
+MAX_DEPTH = 64
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+_loads = json.loads
+
+
+def _where(path: str) -> str:
+    return f" at `{path}`" if path else ""
+
+
+def check_str(value: str, path: str = "") -> str:
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError(
+                f"String{_where(path)} is not valid Unicode (it contains a lone surrogate)"
+            ) from None
+    if "\x00" in value:
+        raise ValidationError(f"String{_where(path)} contains a NUL character, which cannot be stored")
+    return value
+
+
+def check_float(value: float, path: str = "") -> float:
+    if not math.isfinite(value):
+        raise ValidationError(f"Number{_where(path)} must be finite, got {value!r}")
+    return value
+
+
+def check_int64(value: int, path: str = "") -> int:
+    if value < INT64_MIN or value > INT64_MAX:
+        raise ValidationError(f"Integer{_where(path)} does not fit in 64 bits: {value}")
+    return value
+
+
+def normalize(value: Any, path: str = "", depth: int = 0) -> Any:
+    """Return ``value`` as plain JSON-like data, or raise ValidationError saying why not."""
+    if depth > MAX_DEPTH:
+        raise ValidationError(f"Value{_where(path)} is nested more than {MAX_DEPTH} levels deep")
+    if value is None or value is True or value is False:
+        return value
+    t = type(value)
+    if t is str:
+        return check_str(value, path)
+    if t is int:
+        return value
+    if t is float:
+        return check_float(value, path)
+    if t is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise ValidationError(
+                    f"Object keys must be strings{_where(path)}, got {type(k).__name__} {k!r}"
+                )
+            if k.startswith("$"):
+                raise ValidationError(f"Object key `{k}`{_where(path)} may not start with `$`")
+            check_str(k, path)
+            out[k] = normalize(v, f"{path}.{k}" if path else k, depth + 1)
+        return out
+    if t is list or t is tuple:
+        return [normalize(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if t is bytes or t is bytearray or t is memoryview:
+        return bytes(value)
+    if isinstance(value, BaseModel):
+        return normalize(value.model_dump(mode="python"), path, depth)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return check_float(float(value), path)
+    if isinstance(value, str):
+        return check_str(str(value), path)
+    if isinstance(value, dict):
+        return normalize(dict(value), path, depth)
+    if isinstance(value, (list, tuple)):
+        return normalize(list(value), path, depth)
+    raise ValidationError(
+        f"Value{_where(path)} of type {type(value).__name__} cannot be stored; "
+        "use None, bool, int, float, str, bytes, list, dict or a pydantic model"
+    )
+
+
+def _encode_bytes(value: Any) -> Any:
+    if type(value) is bytes:
+        return {"$bytes": base64.b64encode(value).decode("ascii")}
+    if type(value) is dict:
+        return {k: _encode_bytes(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_encode_bytes(v) for v in value]
+    return value
+
+
+def dumps(value: Any) -> str:
+    """Encode normalized data as compact JSON text (bytes become ``{"$bytes": ...}``)."""
+    try:
+        return _dumps(value)
+    except TypeError:
+        return _dumps(_encode_bytes(value))
+    except ValueError as exc:  # pragma: no cover - normalize() rejects NaN first
+        raise ValidationError(str(exc)) from None
+
+
+def _bytes_hook(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1 and "$bytes" in obj:
+        return base64.b64decode(obj["$bytes"])
+    return obj
+
+
+def loads(text: str | bytes | None) -> Any:
+    """Decode JSON text written by :func:`dumps`."""
+    if text is None:
+        return None
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        text = bytes(text).decode("utf-8")
+    if '"$bytes"' in text:
+        return json.loads(text, object_hook=_bytes_hook)
+    return _loads(text)
+
+
+def encoded_size(value: Any) -> int:
+    """Size in bytes of a value's stored JSON form (used for argument limits)."""
+    return len(dumps(value).encode("utf-8"))
+
+
+class Doc(dict):  # type: ignore[type-arg]
+    """A dict whose keys also read as attributes (``job.state.kind``).
+
+    Nested objects of documents are Docs, so dotted access works at any depth; they
+    compare equal to plain dicts and serialize like them.
+    """
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(
+                f"{name!r} is not a key of this object (keys: {', '.join(map(str, self)) or 'none'})"
+            ) from None
+
+    def __dir__(self) -> list[str]:
+        return [*super().__dir__(), *[k for k in self if isinstance(k, str)]]
+
+
+def _doc_hook(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1 and "$bytes" in obj:
+        return base64.b64decode(obj["$bytes"])
+    return Doc(obj)
+
+
+def loads_doc(text: str | bytes | None) -> Any:
+    """Like :func:`loads`, but objects become :class:`Doc`."""
+    if text is None:
+        return None
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        text = bytes(text).decode("utf-8")
+    return json.loads(text, object_hook=_doc_hook)
+
+
+def to_doc(value: Any) -> Any:
+    """Convert decoded JSON (dicts, lists) so that objects become :class:`Doc`."""
+    if type(value) is dict:
+        if len(value) == 1 and "$bytes" in value:
+            return base64.b64decode(value["$bytes"])
+        return Doc({k: to_doc(v) for k, v in value.items()})
+    if type(value) is list:
+        return [to_doc(v) for v in value]
+    return value

@@ -1,0 +1,504 @@
+"""Writing ents: insert, insert_many, patch and replace, with their edges.
+
+Every write is validated against the schema (pydantic, strict) before anything touches
+the database; unique fields and 1:1 edges are enforced by unique indexes inside the
+transaction and reported with the table, field, value and the id that already has it.
+Ids written into edge fields must name existing documents of the right table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError as PydanticValidationError
+
+from .errors import EntNotFoundError, ReadOnlyError, UniqueConstraintError, ValidationError
+from .fields import MISSING, raise_validation
+from .schema import Edge
+
+if TYPE_CHECKING:
+    from .runtime import TableRuntime
+    from .transaction import Transaction
+
+
+class ConflictRace(Exception):
+    """A unique conflict with a row this transaction cannot see yet; retry the transaction."""
+
+
+class InsertedId(str):
+    """The id returned by ``insert``; ``.get()`` / ``.get_x()`` read the new ent."""
+
+    __slots__ = ("_tx", "_table")
+
+    def __new__(cls, value: str, tx: Transaction, table: str) -> InsertedId:
+        obj = super().__new__(cls, value)
+        obj._tx = tx
+        obj._table = table
+        return obj
+
+    def get(self) -> Any:
+        from .query import TableFactory
+
+        return TableFactory(self._tx)(self._table).get(str(self))
+
+    def get_x(self) -> Any:
+        from .query import TableFactory
+
+        return TableFactory(self._tx)(self._table).get_x(str(self))
+
+    def __reduce__(self) -> Any:
+        return (str, (str(self),))
+
+
+def _check_writable(tx: Transaction, rt: TableRuntime, what: str) -> None:
+    tx.require_write(what)
+    if rt.table.is_system:
+        from .query import _system_write
+
+        raise ReadOnlyError(_system_write(rt.name), table=rt.name)
+
+
+def _split(rt: TableRuntime, value: Any, *, allow_system: bool = False) -> tuple[dict[str, Any], dict[str, tuple[Edge, Any]]]:
+    if not isinstance(value, dict):
+        raise ValidationError(
+            f'A document for table "{rt.name}" must be a dict, got {type(value).__name__}', table=rt.name
+        )
+    fields: dict[str, Any] = {}
+    edges: dict[str, tuple[Edge, Any]] = {}
+    table = rt.table
+    for key, v in value.items():
+        edge = table.edges.get(key)
+        if edge is not None and edge.kind != "field":
+            edges[key] = (edge, v)
+            continue
+        if key in ("_id", "_creation_time") and allow_system:
+            continue
+        if key not in table.fields:
+            hint = ""
+            if edge is not None:
+                hint = f'; the edge "{key}" is stored in field "{edge.field}"'
+            elif key.startswith("_"):
+                hint = "; fields starting with _ are set by ents"
+            raise ValidationError(
+                f'Unknown field "{key}" for table "{rt.name}"{hint}', table=rt.name, field=str(key)
+            )
+        fields[key] = v
+    return fields, edges
+
+
+def _validate(rt: TableRuntime, fields: dict[str, Any], *, partial: bool) -> dict[str, Any]:
+    adapter = rt.table.patch_validator if partial else rt.table.validator
+    try:
+        return adapter.validate_python(fields)  # type: ignore[no-any-return]
+    except PydanticValidationError as exc:
+        raise_validation(exc, table=rt.name)
+
+
+def _row_values(rt: TableRuntime, doc: dict[str, Any]) -> tuple[tuple[str, ...], list[Any]]:
+    cols: list[str] = []
+    vals: list[Any] = []
+    fields = rt.table.fields
+    to_db = rt.to_db
+    for name, value in doc.items():
+        cols.append(name)
+        vals.append(to_db(fields[name], value))
+    return tuple(cols), vals
+
+
+def _complete(rt: TableRuntime, doc: dict[str, Any]) -> dict[str, Any]:
+    """Fill defaults of fields the document leaves out."""
+    for spec in rt.fields:
+        if spec.name not in doc and spec.has_default:
+            doc[spec.name] = spec.default
+    return doc
+
+
+def _check_references(tx: Transaction, rt: TableRuntime, cols: tuple[str, ...], rows: list[list[Any]]) -> None:
+    """Every id stored in an id column must name an existing document."""
+    fields = rt.table.fields
+    for i, name in enumerate(cols):
+        spec = fields[name]
+        if spec.kind != "id":
+            continue
+        keys = {row[i] for row in rows if row[i] is not None}
+        if not keys:
+            continue
+        assert spec.id_table is not None
+        target = tx.rt(spec.id_table)
+        found = {r[0] for r in tx.in_chunks(f"SELECT {tx.dialect.q('_rid')} FROM {target.q_table}", tx.dialect.q("_rid"), list(keys))}
+        missing = keys - found
+        if missing:
+            bad = target.encode_rid(next(iter(missing)))
+            raise ValidationError(
+                f'Field "{name}" of table "{rt.name}" refers to `{bad}`, but no such document exists in '
+                f'table "{spec.id_table}"',
+                table=rt.name,
+                field=name,
+                id=bad,
+            )
+
+
+def _unique_columns(rt: TableRuntime) -> list[tuple[str, Edge | None]]:
+    out: list[tuple[str, Edge | None]] = []
+    for iname, fields in rt.table.unique_indexes.items():
+        if len(fields) != 1:
+            continue
+        edge = next((e for e in rt.table.edges.values() if e.kind == "field" and e.field == fields[0]), None)
+        out.append((fields[0], edge))
+    return out
+
+
+def _raise_duplicate(tx: Transaction, rt: TableRuntime, doc: dict[str, Any], cols: tuple[str, ...], vals: list[Any], self_rid: int | None) -> None:
+    d = tx.dialect
+    for col, edge in _unique_columns(rt):
+        if col not in cols:
+            continue
+        value = vals[cols.index(col)]
+        if value is None:
+            continue
+        row = tx.fetchone(
+            f"SELECT {d.q('_rid')} FROM {rt.q_table} WHERE {d.q(col)} = {d.param} LIMIT 1", (value,)
+        )
+        if row is None or row[0] == self_rid:
+            continue
+        existing = rt.encode_rid(row[0])
+        if edge is not None:
+            raise UniqueConstraintError(
+                f'In table "{rt.name}" cannot create a duplicate 1:1 edge "{edge.name}" to ID '
+                f'"{doc.get(col)}", existing document with ID "{existing}" already has it.',
+                table=rt.name,
+                field=col,
+                id=existing,
+            )
+        raise UniqueConstraintError(
+            f'In table "{rt.name}" cannot create a duplicate document with field "{col}" of value '
+            f'`{doc.get(col)}`, existing document with ID "{existing}" already has it.',
+            table=rt.name,
+            field=col,
+            id=existing,
+        )
+
+
+def _unique_precheck(tx: Transaction, rt: TableRuntime, doc: dict[str, Any], cols: tuple[str, ...], vals: list[Any], self_rid: int | None) -> None:
+    if any(col in cols for col, _ in _unique_columns(rt)):
+        _raise_duplicate(tx, rt, doc, cols, vals, self_rid)
+
+
+# -- insert ----------------------------------------------------------------------------
+
+
+def insert(tx: Transaction, rt: TableRuntime, value: dict[str, Any]) -> str:
+    _check_writable(tx, rt, f'insert into "{rt.name}"')
+    fields, edges = _split(rt, value)
+    doc = _complete(rt, _validate(rt, fields, partial=False))
+    cols, vals = _row_values(rt, doc)
+    _check_references(tx, rt, cols, [vals])
+    rid = _insert_row(tx, rt, doc, cols, vals)
+    if edges:
+        _write_edges(tx, rt, rid, edges, mode="insert")
+    tx.touched()
+    return InsertedId(rt.encode_rid(rid), tx, rt.name)
+
+
+def _insert_row(tx: Transaction, rt: TableRuntime, doc: dict[str, Any], cols: tuple[str, ...], vals: list[Any]) -> int:
+    row = tx.fetchone(rt.insert_sql(("_creation_time", *cols)), (tx.now, *vals))
+    if row is None:
+        _raise_duplicate(tx, rt, doc, cols, vals, None)
+        raise ConflictRace(rt.name)
+    return int(row[0])
+
+
+def insert_many(tx: Transaction, rt: TableRuntime, values: Sequence[dict[str, Any]]) -> list[str]:
+    _check_writable(tx, rt, f'insert into "{rt.name}"')
+    if isinstance(values, dict) or not isinstance(values, Sequence):
+        raise ValidationError(f'insert_many() on "{rt.name}" takes a list of documents', table=rt.name)
+    prepared = []
+    by_cols: dict[tuple[str, ...], list[list[Any]]] = {}
+    for value in values:
+        fields, edges = _split(rt, value)
+        doc = _complete(rt, _validate(rt, fields, partial=False))
+        cols, vals = _row_values(rt, doc)
+        prepared.append((doc, cols, vals, edges))
+        by_cols.setdefault(cols, []).append(vals)
+    for cols, rows in by_cols.items():
+        _check_references(tx, rt, cols, rows)
+    ids: list[str] = []
+    for doc, cols, vals, edges in prepared:
+        rid = _insert_row(tx, rt, doc, cols, vals)
+        if edges:
+            _write_edges(tx, rt, rid, edges, mode="insert")
+        ids.append(rt.encode_rid(rid))
+    tx.touched()
+    return [InsertedId(i, tx, rt.name) for i in ids]
+
+
+# -- patch and replace -----------------------------------------------------------------
+
+
+def _load(tx: Transaction, rt: TableRuntime, rid: int) -> tuple[Any, ...]:
+    row = tx.fetchone(rt.sql_get, (rid,))
+    if row is None:
+        raise EntNotFoundError(
+            f'Document not found with id `{rt.encode_rid(rid)}` in table "{rt.name}"',
+            table=rt.name,
+            id=rt.encode_rid(rid),
+        )
+    return row  # type: ignore[no-any-return]
+
+
+def patch(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) -> str:
+    _check_writable(tx, rt, f'patch a document of "{rt.name}"')
+    fields, edges = _split(rt, value)
+    _load(tx, rt, rid)
+    specs = rt.table.fields
+    cleared: dict[str, Any] = {}
+    for name, v in list(fields.items()):
+        if v is None:
+            spec = specs[name]
+            if spec.nullable:
+                cleared[name] = None
+            elif spec.has_default:
+                cleared[name] = spec.default
+            else:
+                raise ValidationError(
+                    f'Cannot remove field "{name}" of table "{rt.name}": it is required',
+                    table=rt.name,
+                    field=name,
+                )
+            del fields[name]
+    doc = _validate(rt, fields, partial=True) if fields else {}
+    doc.update(cleared)
+    if doc:
+        cols, vals = _row_values(rt, doc)
+        _check_references(tx, rt, cols, [vals])
+        _unique_precheck(tx, rt, doc, cols, vals, rid)
+        _update_row(tx, rt, rid, doc, cols, vals)
+    if edges:
+        _write_edges(tx, rt, rid, edges, mode="patch")
+    tx.touched()
+    return rt.encode_rid(rid)
+
+
+def _update_row(tx: Transaction, rt: TableRuntime, rid: int, doc: dict[str, Any], cols: tuple[str, ...], vals: list[Any]) -> None:
+    try:
+        tx.execute(rt.update_sql(cols), (*vals, rid))
+    except Exception as exc:
+        if tx.dialect.classify(exc) == "unique":
+            # Another transaction took the value after our check; retrying sees it.
+            raise ConflictRace(rt.name) from exc
+        raise
+
+
+def replace(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) -> str:
+    _check_writable(tx, rt, f'replace a document of "{rt.name}"')
+    if isinstance(value, dict):
+        current_id = rt.encode_rid(rid)
+        if "_id" in value and value["_id"] != current_id:
+            raise ValidationError(
+                f'replace() of `{current_id}` in table "{rt.name}" was given another "_id": `{value["_id"]}`',
+                table=rt.name,
+            )
+    fields, edges = _split(rt, value, allow_system=True)
+    _load(tx, rt, rid)
+    doc = _complete(rt, _validate(rt, fields, partial=False))
+    for spec in rt.fields:
+        if spec.name not in doc:
+            doc[spec.name] = None
+    cols, vals = _row_values(rt, doc)
+    _check_references(tx, rt, cols, [vals])
+    _unique_precheck(tx, rt, doc, cols, vals, rid)
+    _update_row(tx, rt, rid, doc, cols, vals)
+    if edges:
+        _write_edges(tx, rt, rid, edges, mode="replace")
+    tx.touched()
+    return rt.encode_rid(rid)
+
+
+# -- edges -----------------------------------------------------------------------------
+
+
+def _ids_for(tx: Transaction, rt: TableRuntime, edge: Edge, value: Any, what: str) -> list[int]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise ValidationError(
+            f'Edge "{edge.name}" of table "{rt.name}" {what} takes a list of ids of table "{edge.to}", '
+            f"got {type(value).__name__}",
+            table=rt.name,
+            field=edge.name,
+        )
+    codec = tx.app.codec
+    rids: list[int] = []
+    seen: set[int] = set()
+    for v in value:
+        r = codec.decode_for(edge.to, v, what=f'edge "{edge.name}" of table "{rt.name}"')
+        if r not in seen:
+            seen.add(r)
+            rids.append(r)
+    return rids
+
+
+def _require_exist(tx: Transaction, edge: Edge, rids: list[int], owner: TableRuntime) -> None:
+    if not rids:
+        return
+    target = tx.rt(edge.to)
+    q = tx.dialect.q
+    found = {r[0] for r in tx.in_chunks(f"SELECT {q('_rid')} FROM {target.q_table}", q("_rid"), rids)}
+    missing = [r for r in rids if r not in found]
+    if missing:
+        bad = target.encode_rid(missing[0])
+        raise ValidationError(
+            f'Edge "{edge.name}" of table "{owner.name}" refers to `{bad}`, but no such document exists '
+            f'in table "{edge.to}"',
+            table=owner.name,
+            field=edge.name,
+            id=bad,
+        )
+
+
+def _write_edges(tx: Transaction, rt: TableRuntime, rid: int, edges: dict[str, tuple[Edge, Any]], *, mode: str) -> None:
+    for name, (edge, value) in edges.items():
+        if edge.kind == "many_many":
+            _write_many_many(tx, rt, rid, edge, value, mode)
+        elif edge.kind == "many_field":
+            _write_many_field(tx, rt, rid, edge, value, mode)
+        else:  # 1:1 ref end
+            _write_ref(tx, rt, rid, edge, value, mode)
+
+
+def _add_remove(rt: TableRuntime, edge: Edge, value: Any, mode: str) -> tuple[Any, Any, Any]:
+    """Split an edge value into (set_exactly, add, remove) according to the write mode."""
+    if mode == "patch":
+        if not isinstance(value, dict) or not set(value) <= {"add", "remove"}:
+            raise ValidationError(
+                f'Patching edge "{edge.name}" of table "{rt.name}" takes {{"add": [ids], "remove": [ids]}}; '
+                "use replace() to set the edge to an exact list",
+                table=rt.name,
+                field=edge.name,
+            )
+        return None, value.get("add", []), value.get("remove", [])
+    return value, None, None
+
+
+def _write_many_many(tx: Transaction, rt: TableRuntime, rid: int, edge: Edge, value: Any, mode: str) -> None:
+    d = tx.dialect
+    q = d.q
+    assert edge.edge_table is not None and edge.ref is not None
+    exact, add, remove = _add_remove(rt, edge, value, mode)
+    et = q(edge.edge_table)
+    if exact is not None:
+        wanted = _ids_for(tx, rt, edge, exact, "on " + mode)
+        _require_exist(tx, edge, wanted, rt)
+        if mode == "replace":
+            current = [r[0] for r in tx.fetchall(f"SELECT {q(edge.ref)} FROM {et} WHERE {q(edge.field)} = {d.param}", (rid,))]
+            keep = set(wanted)
+            _remove_edges(tx, edge, rid, [c for c in current if c not in keep])
+            have = set(current)
+            wanted = [w for w in wanted if w not in have]
+        _add_edges(tx, edge, rid, wanted)
+        return
+    add_ids = _ids_for(tx, rt, edge, add, "add")
+    remove_ids = _ids_for(tx, rt, edge, remove, "remove")
+    _require_exist(tx, edge, add_ids, rt)
+    _remove_edges(tx, edge, rid, remove_ids)
+    _add_edges(tx, edge, rid, add_ids)
+
+
+def _add_edges(tx: Transaction, edge: Edge, rid: int, targets: list[int]) -> None:
+    if not targets:
+        return
+    assert edge.edge_table is not None and edge.ref is not None
+    sql = tx.rt(edge.edge_table).insert_sql(("_creation_time", edge.field, edge.ref))
+    for t in targets:
+        tx.execute(sql, (tx.now, rid, t)).fetchall()
+        if edge.symmetric and t != rid:
+            tx.execute(sql, (tx.now, t, rid)).fetchall()
+
+
+def _remove_edges(tx: Transaction, edge: Edge, rid: int, targets: list[int]) -> None:
+    if not targets:
+        return
+    d = tx.dialect
+    q = d.q
+    assert edge.edge_table is not None and edge.ref is not None
+    tx.run_in_chunks(
+        f"DELETE FROM {q(edge.edge_table)}", q(edge.ref), targets, where=f"{q(edge.field)} = {d.param}", params=(rid,)
+    )
+    if edge.symmetric:
+        tx.run_in_chunks(
+            f"DELETE FROM {q(edge.edge_table)}", q(edge.field), targets, where=f"{q(edge.ref)} = {d.param}", params=(rid,)
+        )
+
+
+def _write_many_field(tx: Transaction, rt: TableRuntime, rid: int, edge: Edge, value: Any, mode: str) -> None:
+    d = tx.dialect
+    q = d.q
+    child = tx.rt(edge.to)
+    exact, add, remove = _add_remove(rt, edge, value, mode)
+    if exact is not None:
+        wanted = _ids_for(tx, rt, edge, exact, "on " + mode)
+        _require_exist(tx, edge, wanted, rt)
+        if mode == "replace":
+            current = [r[0] for r in tx.fetchall(f"SELECT {q('_rid')} FROM {child.q_table} WHERE {q(edge.field)} = {d.param}", (rid,))]
+            keep = set(wanted)
+            _detach_children(tx, edge, [c for c in current if c not in keep])
+        _attach_children(tx, edge, rid, wanted)
+        return
+    add_ids = _ids_for(tx, rt, edge, add, "add")
+    remove_ids = _ids_for(tx, rt, edge, remove, "remove")
+    _require_exist(tx, edge, add_ids, rt)
+    if remove_ids:
+        owned = _owned(tx, child, edge, rid, remove_ids)
+        _detach_children(tx, edge, [r for r in remove_ids if r in owned])
+    _attach_children(tx, edge, rid, add_ids)
+
+
+def _owned(tx: Transaction, child: TableRuntime, edge: Edge, rid: int, rids: list[int]) -> set[int]:
+    q = tx.dialect.q
+    rows = tx.in_chunks(f"SELECT {q('_rid')}, {q(edge.field)} FROM {child.q_table}", q("_rid"), rids)
+    return {r[0] for r in rows if r[1] == rid}
+
+
+def _attach_children(tx: Transaction, edge: Edge, rid: int, children: list[int]) -> None:
+    if not children:
+        return
+    child = tx.rt(edge.to)
+    d = tx.dialect
+    q = d.q
+    size = d.batch_size
+    for start in range(0, len(children), size):
+        chunk = children[start : start + size]
+        cond, params = d.in_clause(q("_rid"), chunk)
+        tx.execute(f"UPDATE {child.q_table} SET {q(edge.field)} = {d.param} WHERE {cond}", [rid, *params])
+
+
+def _detach_children(tx: Transaction, edge: Edge, children: list[int]) -> None:
+    """Children removed from a 1:many edge: unset an optional field, else delete them."""
+    if not children:
+        return
+    child = tx.rt(edge.to)
+    if edge.optional:
+        d = tx.dialect
+        q = d.q
+        tx.run_in_chunks(f"UPDATE {child.q_table} SET {q(edge.field)} = NULL", q("_rid"), children)
+        return
+    from .deletion import hard_delete
+
+    hard_delete(tx, child.name, children)
+
+
+def _write_ref(tx: Transaction, rt: TableRuntime, rid: int, edge: Edge, value: Any, mode: str) -> None:
+    if mode == "patch":
+        raise ValidationError(
+            f'Edge "{edge.name}" of table "{rt.name}" is stored by table "{edge.to}"; patch the '
+            f'"{edge.field}" field of that document instead',
+            table=rt.name,
+            field=edge.name,
+        )
+    if value is None:
+        return
+    (target,) = _ids_for(tx, rt, edge, [value], "on " + mode)
+    _require_exist(tx, edge, [target], rt)
+    _attach_children(tx, edge, rid, [target])
+
+
+__all__ = ["insert", "insert_many", "patch", "replace", "InsertedId", "ConflictRace", "MISSING"]

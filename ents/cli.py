@@ -1,0 +1,196 @@
+"""The ``ents`` command: run a worker, list and cancel jobs, list crons, call functions.
+
+    ents worker myapp.main:app --concurrency 16
+    ents jobs myapp.main:app --state failed
+    ents cancel myapp.main:app <job id>
+    ents crons myapp.main:app
+    ents run myapp.main:app myapp.main:send_digest --args '{"day": "mon"}'
+
+``MODULE:APP`` names an App object (or a function returning one) importable from the
+current directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from .app import App
+from .errors import EntsError
+
+
+def load_app(spec: str) -> App:
+    """Import ``module:attribute``; call it if it is a factory."""
+    if ":" not in spec:
+        raise SystemExit(f"ents: expected MODULE:APP (e.g. myapp.main:app), got {spec!r}")
+    module_name, attr = spec.split(":", 1)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"ents: cannot import {module_name!r}: {exc}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise SystemExit(f"ents: {module_name!r} has no attribute {attr!r}")
+    if not isinstance(obj, App) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, App):
+        raise SystemExit(f"ents: {spec} is not an ents App (got {type(obj).__name__})")
+    return obj
+
+
+def _when(ms: Any) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(float(ms) / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    worker = app.worker(concurrency=args.concurrency, batch_size=args.batch_size, lease_ms=args.lease_ms)
+    stops = {"n": 0}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stops["n"] += 1
+        if stops["n"] > 1:
+            logging.getLogger("ents").warning("second signal: exiting now")
+            os._exit(1)
+        logging.getLogger("ents").info("signal %d: finishing running jobs, then stopping (again to force)", signum)
+        worker.stop(timeout=0)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.run()
+    app.close()
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+
+    def read(ctx: Any) -> list[dict[str, Any]]:
+        if args.state:
+            q = ctx.table("_scheduled_functions", "by_state", lambda q: q.eq("state", args.state))
+        else:
+            q = ctx.table("_scheduled_functions")
+        return [e.doc() for e in q.order("desc").take(args.limit)]
+
+    rows = app._transact(lambda tx: read(_ctx(tx)), write=False)
+    if args.json:
+        print(json.dumps(rows, default=str, indent=2))
+        return 0
+    print(f"{'id':<14} {'state':<11} {'scheduled':<25} {'completed':<25} name")
+    for r in rows:
+        state = r["state"]["kind"]
+        print(f"{r['_id']:<14} {state:<11} {_when(r['scheduled_time']):<25} {_when(r.get('completed_time')):<25} {r['name']}")
+        if state == "failed" and r["state"].get("error"):
+            print(f"{'':<14} error: {r['state']['error']}")
+    app.close()
+    return 0
+
+
+def _ctx(tx: Any) -> Any:
+    from .context import QueryCtx
+
+    return QueryCtx(tx)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    try:
+        app.run(lambda ctx: ctx.scheduler.cancel(args.job_id))
+    except EntsError as exc:
+        print(f"ents: {exc}", file=sys.stderr)
+        return 1
+    print(f"canceled {args.job_id}")
+    app.close()
+    return 0
+
+
+def cmd_crons(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    from .crons import reconcile
+
+    reconcile(app)
+    rows = app._transact(lambda tx: [e.doc() for e in _ctx(tx).table("_cron_jobs")], write=False)
+    if args.json:
+        print(json.dumps(rows, default=str, indent=2))
+        return 0
+    for r in rows:
+        last = r.get("last_runs") or []
+        outcome = last[-1].get("state", "?") if last else "never run"
+        print(f"{r['name']:<30} next {_when(r.get('next_run')):<25} last {outcome:<10} -> {r.get('function')}")
+    app.close()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    fdef = app.functions.resolve(args.function)
+    payload = json.loads(args.args) if args.args else {}
+    runner = {"query": app.run_query, "mutation": app.run_mutation, "action": app.run_action}[fdef.kind]
+    try:
+        result = runner(fdef, payload)
+    except EntsError as exc:
+        print(f"ents: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, default=str, indent=2))
+    app.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ents", description="ents: run workers and inspect scheduled functions")
+    parser.add_argument("--log-level", default=os.environ.get("ENTS_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("worker", help="run due jobs and crons until stopped (SIGTERM/SIGINT stop gracefully)")
+    p.add_argument("app", help="MODULE:APP")
+    p.add_argument("--concurrency", type=int, default=8, help="actions running at once (default 8)")
+    p.add_argument("--batch-size", type=int, default=100, help="mutation jobs per transaction (default 100)")
+    p.add_argument("--lease-ms", type=float, default=30_000, help="action lease length in ms (default 30000)")
+    p.set_defaults(fn=cmd_worker)
+
+    p = sub.add_parser("jobs", help="list scheduled functions, newest first")
+    p.add_argument("app")
+    p.add_argument("--state", choices=["pending", "inProgress", "success", "failed", "canceled"])
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_jobs)
+
+    p = sub.add_parser("cancel", help="cancel a scheduled function")
+    p.add_argument("app")
+    p.add_argument("job_id")
+    p.set_defaults(fn=cmd_cancel)
+
+    p = sub.add_parser("crons", help="list cron jobs with their next run and last outcome")
+    p.add_argument("app")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_crons)
+
+    p = sub.add_parser("run", help="call a function (trusted) with JSON arguments and print its result")
+    p.add_argument("app")
+    p.add_argument("function", help="the function's name, e.g. myapp.main:send_digest")
+    p.add_argument("--args", help="JSON object of arguments")
+    p.set_defaults(fn=cmd_run)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The worker: background running, graceful stop, concurrency, and several processes.
+
+These tests use the real clock and real threads/processes; they wait for outcomes with a
+generous timeout, never for a fixed time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ents import App, define_ent, define_ent_schema
+from ents.scheduler import TRANSIENT_ACTION_ERROR
+from tests.pg import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+schema = define_ent_schema({"events": define_ent({"what": str})})
+
+
+def jobs_by_state(app: App) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for j in app.run(lambda ctx: ctx.table("_scheduled_functions").collect()):
+        out[j.state.kind] = out.get(j.state.kind, 0) + 1
+    return out
+
+
+@pytest.fixture
+def url(tmp_path, backend, request):
+    if backend == "memory":
+        pytest.skip("worker tests use a database several connections can share")
+    from tests.conftest import _url_for
+
+    return _url_for(backend, tmp_path, request)
+
+
+def test_worker_runs_jobs_in_the_background_and_stops(url):
+    app = App(schema, url)
+
+    @app.internal_mutation
+    def log(ctx, what: str) -> None:
+        ctx.table("events").insert({"what": what})
+
+    with app.worker() as worker:
+        app.run(lambda ctx: ctx.scheduler.run_after(0, log, {"what": "now"}))
+        app.run(lambda ctx: ctx.scheduler.run_after(50, log, {"what": "soon"}))
+        assert wait_for(lambda: len(app.run(lambda ctx: ctx.table("events").collect())) == 2)
+    assert worker.jobs_run == 2
+    assert jobs_by_state(app) == {"success": 2}
+    app.close()
+
+
+def test_stop_lets_running_actions_finish(url):
+    app = App(schema, url)
+    started = threading.Event()
+
+    @app.internal_action
+    def slow(ctx) -> None:
+        started.set()
+        time.sleep(0.5)
+        ctx.run_mutation(log, {"what": "finished"})
+
+    @app.internal_mutation
+    def log(ctx, what: str) -> None:
+        ctx.table("events").insert({"what": what})
+
+    worker = app.worker().start()
+    app.run(lambda ctx: ctx.scheduler.run_after(0, slow, {}))
+    assert started.wait(10)
+    worker.stop()
+    assert [e.what for e in app.run(lambda ctx: ctx.table("events").collect())] == ["finished"]
+    assert jobs_by_state(app) == {"success": 1}
+    app.close()
+
+
+def test_actions_run_concurrently_up_to_the_limit(url):
+    app = App(schema, url)
+    lock = threading.Lock()
+    state = {"now": 0, "max": 0, "done": 0}
+
+    @app.internal_action
+    def work(ctx, i: int) -> None:
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(0.1)
+        with lock:
+            state["now"] -= 1
+            state["done"] += 1
+
+    with app.worker(concurrency=3):
+        app.run(lambda ctx: [ctx.scheduler.run_after(0, work, {"i": i}) for i in range(12)])
+        assert wait_for(lambda: state["done"] == 12, timeout=30)
+    assert state["max"] == 3
+    app.close()
+
+
+def test_cancel_of_a_running_action(url):
+    app = App(schema, url)
+    started, release = threading.Event(), threading.Event()
+
+    @app.internal_mutation
+    def log(ctx, what: str) -> None:
+        ctx.table("events").insert({"what": what})
+
+    @app.internal_action
+    def blocked(ctx) -> None:
+        started.set()
+        release.wait(10)
+        ctx.scheduler.run_after(0, log, {"what": "after cancel"})
+        ctx.run_mutation(log, {"what": "action went on"})
+
+    with app.worker():
+        id = app.run(lambda ctx: ctx.scheduler.run_after(0, blocked, {}))
+        assert started.wait(10)
+        app.run(lambda ctx: ctx.scheduler.cancel(id))
+        release.set()
+        assert wait_for(lambda: app.run(lambda ctx: ctx.db.system.get(id))["completed_time"] is not None and len(app.run(lambda ctx: ctx.table("events").collect())) == 1)
+        time.sleep(0.2)  # give a wrongly scheduled child the chance to run (it must not)
+    assert [e.what for e in app.run(lambda ctx: ctx.table("events").collect())] == ["action went on"]
+    assert app.run(lambda ctx: ctx.db.system.get(id))["state"] == {"kind": "canceled"}
+    children = [j for j in app.run(lambda ctx: ctx.table("_scheduled_functions").collect()) if j.name == log.name]
+    assert [c.state.kind for c in children] == ["canceled"]
+    app.close()
+
+
+# -- several processes ---------------------------------------------------------------
+
+
+def _start_worker(url: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, ENTS_TEST_URL=url, ENTS_TEST_LOG=str(log), PYTHONPATH=str(ROOT))
+    return subprocess.Popen(
+        [sys.executable, "-m", "ents", "--log-level", "WARNING", "worker", "tests.apps.jobs_app:app", *extra],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _jobs_app(url: str, log: Path) -> App:
+    os.environ["ENTS_TEST_URL"] = url
+    os.environ["ENTS_TEST_LOG"] = str(log)
+    from tests.apps import jobs_app
+
+    return jobs_app.make_app()
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def test_two_worker_processes_never_run_a_job_twice(url, tmp_path):
+    log = tmp_path / "actions.log"
+    app = _jobs_app(url, log)
+    procs = [_start_worker(url, log), _start_worker(url, log)]
+    try:
+        for batch in range(4):
+            app.run_mutation("jobs:schedule_many", {"prefix": f"m{batch}-", "n": 500})
+        app.run_mutation("jobs:schedule_many", {"prefix": "a-", "n": 60, "kind": "action"})
+        total = 4 * 500 + 60
+        assert wait_for(lambda: jobs_by_state(app).get("success", 0) == total, timeout=120), jobs_by_state(app)
+    finally:
+        _stop(procs)
+    assert jobs_by_state(app) == {"success": 2060}
+    keys = [r.key for r in app.run(lambda ctx: ctx.table("runs").collect())]
+    assert len(keys) == len(set(keys)) == 2060
+    starts = [line.split()[1] for line in log.read_text().splitlines() if line.startswith("start")]
+    assert len(starts) == len(set(starts)) == 60
+    app.close()
+
+
+def test_killed_worker_loses_no_mutation_and_reruns_no_action(url, tmp_path):
+    log = tmp_path / "actions.log"
+    app = _jobs_app(url, log)
+    for batch in range(6):
+        app.run_mutation("jobs:schedule_many", {"prefix": f"m{batch}-", "n": 500})
+    app.run_mutation("jobs:schedule_many", {"prefix": "slow-", "n": 4, "kind": "action", "seconds": 30})
+    victim = _start_worker(url, log)
+    try:
+        # Kill it while slow actions run and mutation batches are still being drained.
+        assert wait_for(lambda: log.exists() and log.read_text().count("start") >= 4, timeout=60)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        done_before = jobs_by_state(app)
+        assert done_before.get("inProgress") == 4
+        # A new worker recovers the abandoned actions at once (their process is gone).
+        survivor = _start_worker(url, log)
+        try:
+            assert wait_for(lambda: jobs_by_state(app).get("success", 0) == 3000 and jobs_by_state(app).get("failed", 0) == 4, timeout=120), jobs_by_state(app)
+        finally:
+            _stop([survivor])
+    finally:
+        _stop([victim])
+    assert jobs_by_state(app) == {"success": 3000, "failed": 4}
+    keys = [r.key for r in app.run(lambda ctx: ctx.table("runs").collect())]
+    assert len(keys) == len(set(keys)) == 3000
+    for j in app.run(lambda ctx: ctx.table("_scheduled_functions", "by_state", lambda q: q.eq("state", "failed")).collect()):
+        assert j.state.error == TRANSIENT_ACTION_ERROR
+    lines = log.read_text().splitlines()
+    starts = [x.split()[1] for x in lines if x.startswith("start")]
+    assert sorted(starts) == sorted(set(starts)) and len(starts) == 4  # never re-run
+    assert not any(x.startswith("end") for x in lines)
+    app.close()

@@ -29,6 +29,9 @@ EdgeKind = Literal["field", "ref", "many_field", "many_many"]
 
 
 def _check_name(kind: str, name: Any, where: str = "") -> None:
+    if isinstance(name, str) and name.startswith("_") and kind in ("field", "table"):
+        owner = "ents (_id, _creation_time)" if kind == "field" else "system tables"
+        raise SchemaError(f'Invalid {kind} name "{name}"{where}: names starting with "_" are reserved for {owner}')
     if not isinstance(name, str) or not _NAME.match(name) or len(name) > MAX_NAME:
         raise SchemaError(
             f"Invalid {kind} name {name!r}{where}: use letters, digits and underscores, "
@@ -178,7 +181,9 @@ class EntDefinition:
 
         Without ``ref`` this table stores the edge in ``field`` (default ``<name>_id``).
         ``ref=True`` (or the other table's field name) declares the end of a 1:1 edge
-        that does not store it. ``optional=True`` lets the stored field be empty.
+        that does not store it. ``optional=True`` lets the stored field be empty (on 1:many
+        and on 1:1 edges alike); deleting the other end then unsets it instead of deleting
+        this ent.
         """
         _check_name("edge", name)
         if name in self._edges:
@@ -324,8 +329,6 @@ def define_ent_schema(tables: dict[str, EntDefinition]) -> EntSchema:
         raise SchemaError("define_ent_schema() takes a dict of table name to define_ent(...)")
     for name, definition in tables.items():
         _check_name("table", name)
-        if name.startswith("_"):
-            raise SchemaError(f'Table name "{name}" is reserved: names starting with "_" belong to system tables')
         if not isinstance(definition, EntDefinition):
             raise SchemaError(f'Table "{name}" must be defined with define_ent(...), got {type(definition).__name__}')
     return _Resolver(tables).resolve()
@@ -336,6 +339,8 @@ class _Resolver:
         self.defs = defs
         self.tables: dict[str, TableDef] = {}
         self.edge_tables: dict[str, TableDef] = {}
+        # (table, field edge) -> (table, ref edge) it was paired with
+        self.paired: dict[tuple[str, str], tuple[str, str]] = {}
 
     def resolve(self) -> EntSchema:
         for name, d in self.defs.items():
@@ -468,12 +473,11 @@ class _Resolver:
             if c.to == table and not (self_directed and c.name == cfg.name) and c.is_inverse_of is None
         ]
         if cfg.cardinality == "single" and cfg.stores_field:
-            # The other end does not store anything: a 1:1 ref end or a 1:many ref end.
-            return [
-                c
-                for c in pointing
-                if not c.stores_field and (not isinstance(c.ref, str) or c.ref == cfg.field)
-            ]
+            # The other end does not store anything: a 1:1 ref end or a 1:many ref end. One
+            # that names this edge's field with ref="..." wins over ones with ref=True.
+            refs = [c for c in pointing if not c.stores_field]
+            named = [c for c in refs if isinstance(c.ref, str) and c.ref == cfg.field]
+            return named or [c for c in refs if not isinstance(c.ref, str)]
         # This end does not store the edge: the other end must be a singular field edge.
         storing = [
             c
@@ -487,7 +491,9 @@ class _Resolver:
         # Nothing stores it; return the ref ends so the caller can say what is wrong.
         return [c for c in pointing if not c.stores_field and not isinstance(c.ref, str)]
 
-    def _one_inverse(self, table: str, cfg: _EdgeConfig, cands: list[_EdgeConfig], hint: str) -> _EdgeConfig:
+    def _one_inverse(
+        self, table: str, cfg: _EdgeConfig, cands: list[_EdgeConfig], hint: str, pair_hint: str | None = None
+    ) -> _EdgeConfig:
         if not cands:
             raise self._err(
                 f'Missing inverse edge in table "{cfg.to}" for edge "{cfg.name}" in table "{table}". {hint}',
@@ -497,11 +503,17 @@ class _Resolver:
             names = ", ".join(f'"{c.name}"' for c in cands)
             raise self._err(
                 f'Edge "{cfg.name}" in table "{table}" has too many potential inverse edges in table '
-                f'"{cfg.to}": {names}. Pair them explicitly: give this edge field="..." and the '
-                'inverse ref="<the same field>"',
+                f'"{cfg.to}": {names}. '
+                + (pair_hint or 'Pair them explicitly: give this edge field="..." and the inverse ref="<the same field>".'),
                 table,
             )
         return cands[0]
+
+    def _ref_pair_hint(self, cfg: _EdgeConfig) -> str:
+        return (
+            f'Pass ref="<field>" to this edge to name the field of table "{cfg.to}" that stores it '
+            "(each of those edges stores its own field)."
+        )
 
     def _single_field(self, table: str, cfg: _EdgeConfig) -> None:
         if cfg.to == table and not self._inverse_candidates(table, cfg):
@@ -511,7 +523,11 @@ class _Resolver:
                 f'Add .edges("{table}", ref=True) to table "{cfg.to}" for a 1:many edge, or '
                 f'.edge("{_singular(table)}", ref=True) for a 1:1 edge.'
             )
-        inv = self._one_inverse(table, cfg, self._inverse_candidates(table, cfg), hint)
+        pair = (
+            f'Give the edge meant to be the inverse ref="{cfg.field}" (the field this edge stores), '
+            'and the others ref="<the field they read>".'
+        )
+        inv = self._one_inverse(table, cfg, self._inverse_candidates(table, cfg), hint, pair)
         self._pair_field(table, cfg, inv)
 
     def _single_ref(self, table: str, cfg: _EdgeConfig) -> None:
@@ -523,7 +539,7 @@ class _Resolver:
                 "(propagating soft deletion) can be set",
                 table,
             )
-        inv = self._one_inverse(table, cfg, self._inverse_candidates(table, cfg), hint)
+        inv = self._one_inverse(table, cfg, self._inverse_candidates(table, cfg), hint, self._ref_pair_hint(cfg))
         if not inv.stores_field:
             raise self._err(
                 f'Both edge "{cfg.name}" in table "{table}" and edge "{inv.name}" in table "{cfg.to}" '
@@ -542,7 +558,7 @@ class _Resolver:
                 "(propagating soft deletion) can be set",
                 table,
             )
-        inv = self._one_inverse(table, cfg, self._inverse_candidates(table, cfg), hint)
+        inv = self._one_inverse(table, cfg, self._inverse_candidates(table, cfg), hint, self._ref_pair_hint(cfg))
         if not (inv.cardinality == "single" and inv.stores_field):
             raise self._err(
                 f'The edge "{inv.name}" in table "{cfg.to}" cannot be ref=True or plural, as it must '
@@ -572,11 +588,13 @@ class _Resolver:
                     "only on 1:1 edges and on edges to _storage and _scheduled_functions",
                     field_table,
                 )
-        if one_to_one and field_cfg.optional:
+        other_end = self.paired.setdefault((field_table, field_cfg.name), (ref_table, ref_cfg.name))
+        if other_end != (ref_table, ref_cfg.name):
             raise self._err(
-                f'Edge "{field_cfg.name}" in table "{field_table}" is the stored end of a 1:1 edge and '
-                "cannot be optional: the ent storing a 1:1 edge always belongs to the other one",
-                field_table,
+                f'Edges "{other_end[1]}" and "{ref_cfg.name}" in table "{ref_table}" both read the field '
+                f'"{field_cfg.field}" of edge "{field_cfg.name}" in table "{field_table}"; an edge has one '
+                f'inverse. Give each its own field edge in "{field_table}" and pair them with ref="<field>".',
+                ref_table,
             )
         if field_cfg.name not in self.tables[field_table].edges:
             self._add_field_edge(
@@ -616,17 +634,27 @@ class _Resolver:
                 for c in self.defs[other]._edges.values()
                 if c.to == table and c.cardinality == "multiple" and c.is_inverse_of is None
             ]
-            cands = [
-                c
-                for c in pointing
-                if c.stores_field and (cfg.table is None or c.table is None or c.table == cfg.table)
-            ]
-            if len(cands) > 1 and cfg.table is not None:
-                cands = [c for c in cands if c.table == cfg.table] or cands
+            storing = [c for c in pointing if c.stores_field]
+            # An edge table named on one end only is enough to pair two edges; one named the
+            # same on both ends (or on neither) wins over that.
+            exact = [c for c in storing if c.table == cfg.table]
+            cands = exact or [c for c in storing if cfg.table is None or c.table is None]
+            if not cands and storing:
+                tables = ", ".join(f'"{c.name}" (table="{c.table}")' for c in storing)
+                raise self._err(
+                    f'Edge "{cfg.name}" in table "{table}" stores its rows in table "{cfg.table}", but the '
+                    f'many:many edges of table "{other}" that point back name other edge tables: {tables}. '
+                    "Give both ends of the edge the same table=...",
+                    table,
+                )
             if not cands:
                 cands = [c for c in pointing if not c.stores_field]
             hint = f'Add .edges("{table}") to table "{other}" (or .edges("{table}", ref=True) for 1:many).'
-            inv = self._one_inverse(table, cfg, cands, hint)
+            pair = (
+                f'Pair them explicitly: give this edge and the one meant to be its inverse in table "{other}" '
+                'the same table="..." (and the others another one).'
+            )
+            inv = self._one_inverse(table, cfg, cands, hint, pair)
             if not inv.stores_field:
                 raise self._err(
                     f'The edge "{inv.name}" in table "{other}" specified `ref`, but its inverse edge '
@@ -638,12 +666,6 @@ class _Resolver:
                 raise self._err(
                     f'Edge "{cfg.name}" in table "{table}": `inverse` is only for self-directed edges '
                     "(to the same table)",
-                    table,
-                )
-            if inv.table is not None and cfg.table is not None and inv.table != cfg.table:
-                raise self._err(
-                    f'Edge "{cfg.name}" in table "{table}" and its inverse "{inv.name}" in table "{other}" '
-                    f'name different edge tables ("{cfg.table}" and "{inv.table}")',
                     table,
                 )
         if inv is None:

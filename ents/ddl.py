@@ -58,13 +58,14 @@ def index_sql_name(table: str, index: str) -> str:
     return name
 
 
-def index_statements(t: TableDef, q: Callable[[str], str], term: Callable[[str], str]) -> dict[str, str]:
+def index_statements(t: TableDef, q: Callable[[str], str], term: Callable[[str], str], include_rid: bool = False) -> dict[str, str]:
     """CREATE INDEX statements by SQL index name, for every index of ``t``."""
     out: dict[str, str] = {}
     tq = q(t.name)
     if not t.is_edge_table:
         name = index_sql_name(t.name, "by_creation_time")
-        out[name] = f"CREATE INDEX IF NOT EXISTS {q(name)} ON {tq} ({q('_creation_time')})"
+        rid = f", {term(q('_rid'))}" if include_rid else ""
+        out[name] = f"CREATE INDEX IF NOT EXISTS {q(name)} ON {tq} ({term(q('_creation_time'))}{rid})"
     for iname, fields in t.unique_indexes.items():
         name = index_sql_name(t.name, "u_" + iname)
         cols = ", ".join(q(f) for f in fields)
@@ -73,7 +74,9 @@ def index_statements(t: TableDef, q: Callable[[str], str], term: Callable[[str],
         name = index_sql_name(t.name, iname)
         cols = ", ".join(term(q(f)) for f in fields)
         if not t.is_edge_table:
-            cols += f", {q('_creation_time')}"
+            cols += f", {term(q('_creation_time'))}"
+            if include_rid:
+                cols += f", {term(q('_rid'))}"
         where = t.index_where.get(iname)
         suffix = f" WHERE {where}" if where else ""
         out[name] = f"CREATE INDEX IF NOT EXISTS {q(name)} ON {tq} ({cols}){suffix}"
@@ -103,6 +106,7 @@ def plan(
     json_type: Any,
     q: Callable[[str], str],
     term: Callable[[str], str],
+    include_rid: bool = False,
 ) -> tuple[list[str], list[tuple[str, tuple[Any, ...]]]]:
     """Statements that bring the database to ``tables``: DDL, then backfills (sql, params)."""
     ddl: list[str] = []
@@ -110,7 +114,7 @@ def plan(
     metadata = sa.MetaData()
     for t in tables.values():
         table = sa_table(t, metadata, json_type)
-        wanted_indexes = index_statements(t, q, term)
+        wanted_indexes = index_statements(t, q, term, include_rid)
         if t.name not in existing.tables:
             ddl.append(str(CreateTable(table).compile(dialect=dialect)).strip())
             ddl.extend(wanted_indexes.values())
@@ -194,7 +198,7 @@ def sync_schema(backend: Any, tables: dict[str, TableDef]) -> dict[str, int]:
                 lambda t: backend.introspect_indexes(conn, t),
                 has_rows,
             )
-            ddl, backfills = plan(tables, intro, backend.sa_dialect(), backend.json_type(), q, d.index_term)
+            ddl, backfills = plan(tables, intro, backend.sa_dialect(), backend.json_type(), q, d.index_term, d.index_includes_rid)
             for stmt in ddl:
                 conn.execute(stmt)
             codec = IdCodec(numbers)

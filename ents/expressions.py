@@ -89,7 +89,7 @@ class Op(Expr):
             return "(" + ctx.dialect.is_distinct(lhs, rhs) + ")"
         if op == "div":
             return f"(CAST({lhs} AS DOUBLE PRECISION) / {rhs})"
-        sym = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "add": "+", "sub": "-", "mul": "*", "mod": "%"}[op]
+        sym = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "add": "+", "sub": "-", "mul": "*", "mod": ctx.dialect.mod_op}[op]
         return f"({lhs} {sym} {rhs})"
 
 
@@ -183,7 +183,7 @@ class _Compiler:
                 table=rt.name,
                 field=path,
             )
-        return self.dialect.json_extract(self.column(head), rest.split("."))
+        return self.dialect.json_extract(self.column(head), rest.split("."), self.params)
 
     def literal(self, value: Any) -> str:
         if value is None:

@@ -57,9 +57,8 @@ class TableRuntime:
         if kind == "bool" and not self.dialect.native_bool:
             return lambda v: None if v is None else bool(v)
         if kind == "json":
-            if self.dialect.native_json:
-                return _wrap_json
-            return loads_doc
+            # Native JSON arrives decoded (the driver is configured to build Docs).
+            return None if self.dialect.native_json else loads_doc
         if kind == "bytes":
             return lambda v: None if v is None else bytes(v)
         if kind == "float":
@@ -189,12 +188,6 @@ class TableRuntime:
 
     def json_columns(self, columns: tuple[str, ...]) -> frozenset[str]:
         return frozenset(c for c in columns if c in self.table.fields and self.table.fields[c].kind == "json")
-
-
-def _wrap_json(value: Any) -> Any:
-    from .values import to_doc
-
-    return to_doc(value)
 
 
 def _copy_default(value: Any) -> Any:

@@ -40,6 +40,13 @@ log = logging.getLogger("ents.worker")
 PURGE_BATCH = 1000
 
 
+def _json(value: Any) -> Any:
+    """A JSON column's value: text on SQLite, already decoded on PostgreSQL."""
+    if isinstance(value, (str, bytes, bytearray)):
+        return loads(value)
+    return value
+
+
 def error_message(exc: BaseException) -> str:
     if isinstance(exc, EntsError):
         return f"{type(exc).__name__}: {exc.message}"
@@ -125,7 +132,7 @@ class Executor:
         try:
             with tx.savepoint():
                 fdef = self._resolve(name, "mutation")
-                kwargs = fdef.validate_args(loads(args_text))
+                kwargs = fdef.validate_args(_json(args_text))
                 result = fdef.handler(MutationCtx(tx), **kwargs)
                 fdef.validate_result(result)
         except ConflictRace:
@@ -180,7 +187,7 @@ class Executor:
         fdef: FunctionDef | None = None
         try:
             fdef = self._resolve(name, "action")
-            kwargs = fdef.validate_args(loads(args_text))
+            kwargs = fdef.validate_args(_json(args_text))
             self.app._run_action_handler(fdef, kwargs, identity=None, job=rid)
         except BaseException as exc:  # noqa: BLE001 - a job's failure is recorded, not raised
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -207,7 +214,7 @@ class Executor:
         def body(tx: Transaction) -> None:
             log_text = None
             if fdef is not None and fdef.retry is not None:
-                entries = loads(attempt_log) if attempt_log else []
+                entries = list(_json(attempt_log)) if attempt_log else []
                 entries.append(self._log_entry(attempt, started, error, tx.now))
                 log_text = dumps(entries)
             cur = tx.execute(
@@ -232,7 +239,7 @@ class Executor:
         q, p = self._q, self._p
 
         def body(tx: Transaction) -> None:
-            entries = loads(attempt_log) if attempt_log else []
+            entries = list(_json(attempt_log)) if attempt_log else []
             entries.append(self._log_entry(attempt, started, error, tx.now))
             cur = tx.execute(
                 f"UPDATE {q(JOBS)} SET {q('state')} = 'pending', {q('scheduled_time')} = {p}, "
@@ -281,7 +288,7 @@ class Executor:
                     retry = app.functions.resolve(name).retry
                 except FunctionNotFoundError:
                     pass
-                entries = loads(attempt_log) if attempt_log else []
+                entries = list(_json(attempt_log)) if attempt_log else []
                 if retry is not None:
                     entries.append({"attempt": int(attempts or 1), "error": TRANSIENT_ACTION_ERROR, "finished_time": tx.now})
                 if retry is not None and int(attempts or 1) < retry.max_attempts:

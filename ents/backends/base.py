@@ -83,6 +83,8 @@ class Dialect:
     max_params = 999
     #: several processes may run workers against the same database
     multi_process = True
+    #: whether indexes must list the row key explicitly (SQLite adds its rowid implicitly)
+    index_includes_rid = False
     #: the driver's exception classes (wrapped in DatabaseError when they escape)
     driver_errors: tuple[type[BaseException], ...] = ()
 
@@ -93,9 +95,15 @@ class Dialect:
         """Translate ``?`` placeholders to this dialect's style."""
         return text if self.param == "?" else text.replace("?", self.param)
 
-    def json_extract(self, column_sql: str, path: Sequence[str]) -> str:
-        """An SQL expression giving the scalar at ``path`` inside a JSON column."""
+    def json_extract(self, column_sql: str, path: Sequence[str], params: list[Any]) -> str:
+        """An SQL expression giving the value at ``path`` inside a JSON column.
+
+        The path is passed as a parameter (appended to ``params``), never spliced into SQL.
+        """
         raise NotImplementedError
+
+    #: the modulo operator as written in SQL text for this driver
+    mod_op = "%"
 
     def json_value_param(self, value: Any) -> tuple[str, Any]:
         """SQL and parameter comparing equal to a scalar extracted by :meth:`json_extract`."""

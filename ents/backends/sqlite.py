@@ -36,12 +36,14 @@ class SQLiteDialect(Dialect):
     multi_process = True
     driver_errors = (sqlite3.Error,)
 
-    def json_extract(self, column_sql: str, path: Sequence[str]) -> str:
-        # Path segments are validated field names, so quoting them in the JSON path is safe.
-        parts = "".join(f'."{p}"' if not p.isdigit() else f"[{p}]" for p in path)
-        if any('"' in p or "\\" in p for p in path):
-            raise ValueError("invalid path")
-        return f"json_extract({column_sql}, '${parts}')"
+    def json_extract(self, column_sql: str, path: Sequence[str], params: list[Any]) -> str:
+        for p in path:
+            if '"' in p or "\\" in p:
+                from ..errors import ValidationError
+
+                raise ValidationError(f"Nested field names used in filters may not contain quotes or backslashes: {p!r}")
+        params.append("$" + "".join(f'[{p}]' if p.isdigit() else f'."{p}"' for p in path))
+        return f"json_extract({column_sql}, ?)"
 
     def json_value_param(self, value: Any) -> tuple[str, Any]:
         if isinstance(value, bool):

@@ -164,7 +164,7 @@ def fmt_ratio(r: float | None) -> str:
 def ents_vs(table: Table, row: Row) -> str:
     """How the ents row of ``table`` compares with ``row`` in words (``2.1x faster``)."""
     ents = next((r for r in table.rows if r.is_ents), None)
-    if ents is None or row is ents or ents.value is None or row.value is None or not row.value or not ents.value:
+    if ents is None or row.is_ents or ents.value is None or row.value is None or not row.value or not ents.value:
         return ""
     speed = (ents.value / row.value) if table.higher_is_better else (row.value / ents.value)
     if speed >= 1:

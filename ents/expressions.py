@@ -72,13 +72,21 @@ class Op(Expr):
                 left, right = right, left
                 op = {"lt": "gt", "lte": "gte", "gt": "lt", "gte": "lte"}[op]
             if isinstance(left, Field) and isinstance(right, Literal):
-                lhs = left.compile(ctx)
                 if right.value is None:
-                    return {"lt": "(1=0)", "lte": f"({lhs} IS NULL)", "gt": f"({lhs} IS NOT NULL)", "gte": "(1=1)"}[op]
-                rhs = ctx.operand(right, left)
+                    if op in ("lt", "gte"):
+                        return "(1=0)" if op == "lt" else "(1=1)"
+                    lhs = left.compile(ctx)
+                    return f"({lhs} IS NULL)" if op == "lte" else f"({lhs} IS NOT NULL)"
                 sym = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}[op]
                 if op in ("lt", "lte"):
-                    return f"({lhs} IS NULL OR {lhs} {sym} {rhs})"
+                    # The field appears twice; compile it twice so that parameters it
+                    # carries (JSON paths) are bound once per occurrence, in order.
+                    null_check = left.compile(ctx)
+                    lhs = left.compile(ctx)
+                    rhs = ctx.operand(right, left)
+                    return f"({null_check} IS NULL OR {lhs} {sym} {rhs})"
+                lhs = left.compile(ctx)
+                rhs = ctx.operand(right, left)
                 return f"({lhs} {sym} {rhs})"
         lhs = ctx.operand(left, right)
         rhs = ctx.operand(right, left)
@@ -170,6 +178,10 @@ class _Compiler:
         if path == "_id":
             return self.column("_rid")
         if path in rt.columns:
+            if self._is_json(path):
+                # The column holds JSON text; compare the value it encodes, so that numbers
+                # order as numbers and `true` equals True.
+                return self.dialect.json_extract(self.column(path), [], self.params)
             return self.column(path)
         head, _, rest = path.partition(".")
         spec = rt.table.fields.get(head)
@@ -184,6 +196,10 @@ class _Compiler:
                 field=path,
             )
         return self.dialect.json_extract(self.column(head), rest.split("."), self.params)
+
+    def _is_json(self, column: str) -> bool:
+        spec = self.rt.table.fields.get(column)
+        return spec is not None and spec.kind == "json"
 
     def literal(self, value: Any) -> str:
         if value is None:
@@ -209,10 +225,10 @@ class _Compiler:
             if value is None:
                 return "NULL"
             path = self.rt.table.path_aliases.get(other.path, other.path)
-            if path == "_id" or path in self.rt.columns:
+            if path == "_id" or (path in self.rt.columns and not self._is_json(path)):
                 self.params.append(self.rt.filter_value(path, value))
                 return self.dialect.param
-            if "." in path:
+            if "." in path or path in self.rt.columns:
                 self.literal(value)  # validates the value
                 self.params.pop()
                 sql, param = self.dialect.json_value_param(value)

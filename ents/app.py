@@ -155,13 +155,22 @@ class App:
         attempt = 0
         deadline = time.monotonic() + RETRY_SECONDS
         while True:
-            conn = backend.connect()
+            try:
+                conn = backend.connect()
+            except Exception as exc:
+                if dialect.classify(exc) in ("transient", "connection") and time.monotonic() < deadline:
+                    attempt += 1
+                    time.sleep(min(0.01 * 2**attempt, 1.0))
+                    continue
+                raise DatabaseError(f"Cannot connect to the database at {backend.describe()}: {exc}") from exc
             tx = Transaction(self, conn, write=write, now=self.clock.now(), identity=identity, function=function)
             if prepare is not None:
                 prepare(tx)
+            committing = False
             try:
                 conn.begin(write)
                 result = body(tx)
+                committing = True
                 conn.commit()
             except BaseException as exc:
                 try:
@@ -170,15 +179,23 @@ class App:
                     pass
                 backend.release(conn)
                 tx.rolled_back()
-                transient = isinstance(exc, ConflictRace) or dialect.classify(exc) == "transient"
+                kind = "conflict" if isinstance(exc, ConflictRace) else dialect.classify(exc)
+                if committing and kind == "connection":
+                    # The COMMIT may or may not have reached the database: never replay it.
+                    raise DatabaseError(
+                        f"Lost the database connection while committing `{function or 'transaction'}`; "
+                        "it may or may not have been applied",
+                        function=function,
+                    ) from exc
+                transient = kind in ("transient", "conflict", "connection")
                 if transient and time.monotonic() < deadline:
                     attempt += 1
                     time.sleep(min(0.001 * 2**attempt, 0.1) * (0.5 + random.random()))
                     continue
                 if transient:
                     raise DatabaseError(
-                        f"The database stayed busy for {RETRY_SECONDS:.0f}s; gave up after {attempt} retries "
-                        f"({exc})",
+                        f"The database stayed unavailable or busy for {RETRY_SECONDS:.0f}s; gave up after "
+                        f"{attempt} retries ({exc})",
                         function=function,
                     ) from exc
                 if dialect.driver_errors and isinstance(exc, dialect.driver_errors):

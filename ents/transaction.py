@@ -119,9 +119,15 @@ class Transaction:
         saved = (self.scheduled_count, self.scheduled_bytes, self.earliest_new_job)
         try:
             yield
-        except BaseException:
-            self.conn.rollback_to(name)
-            self.conn.release(name)
+        except BaseException as exc:
+            try:
+                self.conn.rollback_to(name)
+                self.conn.release(name)
+            except Exception:
+                # The transaction itself is broken (e.g. the connection dropped); the
+                # original error is what matters, and the whole transaction rolls back.
+                raise exc from None
+
             # What the rolled-back work asked to do after commit no longer applies.
             del self.after_commit[mark_commit:]
             undo = self.after_rollback[mark_rollback:]

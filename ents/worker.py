@@ -138,7 +138,7 @@ class Executor:
         except ConflictRace:
             raise
         except Exception as exc:
-            if dialect.classify(exc) == "transient":
+            if dialect.classify(exc) in ("transient", "connection"):
                 raise
             log.info("scheduled mutation %s (%s) failed: %s", name, rid, exc)
             return error_message(exc)

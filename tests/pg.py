@@ -20,7 +20,6 @@ import pytest
 
 _server_url: str | None = None
 _server_error: str | None = None
-_server_proc_dir: str | None = None
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -50,48 +49,73 @@ def _try_connect(url: str) -> str | None:
         return f"cannot connect to {url}: {exc}"
 
 
-def _start_throwaway() -> tuple[str | None, str | None]:
+def _binaries() -> tuple[str | None, str | None]:
     initdb = shutil.which("initdb")
     pg_ctl = shutil.which("pg_ctl")
-    if not initdb or not pg_ctl:
-        for candidate in sorted(os.listdir("/usr/lib/postgresql"), reverse=True) if os.path.isdir("/usr/lib/postgresql") else []:
+    if (not initdb or not pg_ctl) and os.path.isdir("/usr/lib/postgresql"):
+        for candidate in sorted(os.listdir("/usr/lib/postgresql"), reverse=True):
             bindir = f"/usr/lib/postgresql/{candidate}/bin"
             if os.path.exists(f"{bindir}/initdb"):
-                initdb, pg_ctl = f"{bindir}/initdb", f"{bindir}/pg_ctl"
-                break
-    if not initdb or not pg_ctl:
-        return None, "no PostgreSQL server on 127.0.0.1:5432 and no initdb/pg_ctl binaries to start one"
-    global _server_proc_dir
-    tmp = tempfile.mkdtemp(prefix="ents-pg-")
-    data = os.path.join(tmp, "data")
-    user_args: list[str] = []
-    run_as: list[str] = []
-    if os.geteuid() == 0:
-        # PostgreSQL refuses to run as root: run it as the owner of a temp dir we chown.
-        import pwd
+                return f"{bindir}/initdb", f"{bindir}/pg_ctl"
+    return initdb, pg_ctl
 
+
+class PrivateServer:
+    """A throwaway PostgreSQL server in a temp dir, on a free port (can be restarted)."""
+
+    def __init__(self) -> None:
+        initdb, pg_ctl = _binaries()
+        if not initdb or not pg_ctl:
+            raise RuntimeError("no initdb/pg_ctl binaries to start a PostgreSQL server")
+        self.pg_ctl = pg_ctl
+        self.tmp = tempfile.mkdtemp(prefix="ents-pg-")
+        self.data = os.path.join(self.tmp, "data")
+        self.run_as: list[str] = []
+        if os.geteuid() == 0:
+            # PostgreSQL refuses to run as root: run it as the 'postgres' user.
+            import pwd
+
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError:
+                raise RuntimeError("running as root and there is no 'postgres' user to run a server") from None
+            os.chown(self.tmp, pw.pw_uid, pw.pw_gid)
+            self.run_as = ["runuser", "-u", "postgres", "--"]
+        self.port = _free_port()
+        subprocess.run([*self.run_as, initdb, "-D", self.data, "-A", "trust", "-U", "postgres"], check=True, capture_output=True, timeout=180)
+        self.start()
+        import atexit
+
+        atexit.register(self.stop)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run([*self.run_as, self.pg_ctl, "-D", self.data, *args], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.tmp} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        self._ctl("-o", opts, "-l", os.path.join(self.tmp, "log"), "-w", "start")
+
+    def restart(self) -> None:
+        self._ctl("-m", "fast", "-w", "stop")
+        self.start()
+
+    def stop(self) -> None:
         try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            return None, "running as root and there is no 'postgres' user to run a throwaway server"
-        os.chown(tmp, pw.pw_uid, pw.pw_gid)
-        run_as = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-    try:
-        subprocess.run([*run_as, initdb, "-D", data, "-A", "trust", "-U", "postgres", *user_args], check=True, capture_output=True, timeout=120)
-        subprocess.run(
-            [*run_as, pg_ctl, "-D", data, "-o", f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off", "-l", os.path.join(tmp, "log"), "-w", "start"],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        return None, f"could not start a throwaway PostgreSQL server: {exc}"
-    _server_proc_dir = tmp
-    import atexit
+            self._ctl("-m", "immediate", "-w", "stop")
+        except Exception:
+            pass
 
-    atexit.register(lambda: subprocess.run([*run_as, pg_ctl, "-D", data, "-m", "immediate", "stop"], capture_output=True))
-    return f"postgresql://postgres@127.0.0.1:{port}/postgres", None
+
+def _start_throwaway() -> tuple[str | None, str | None]:
+    try:
+        server = PrivateServer()
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        return None, f"no PostgreSQL server on 127.0.0.1:5432 and none could be started: {exc}"
+    return server.url, None
 
 
 def server_url() -> str:

@@ -137,7 +137,9 @@ class Dialect:
         return value
 
     def classify(self, exc: BaseException) -> str | None:
-        """``"transient"`` for errors worth retrying, ``"unique"`` for unique violations."""
+        """``"transient"`` for errors worth retrying (the transaction did not commit),
+        ``"connection"`` for a lost connection (retry, but never after a COMMIT was sent),
+        ``"unique"`` for unique violations, None otherwise."""
         return None
 
     #: how many values one IN (...) lookup carries; larger sets are split

@@ -85,10 +85,10 @@ class PostgresDialect(Dialect):
             return "unique"
         if isinstance(exc, _TRANSIENT):
             return "transient"
-        if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, pg_errors.QueryCanceled):
-            return "transient"
         if isinstance(exc, PoolTimeout):
             return "transient"
+        if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, pg_errors.QueryCanceled):
+            return "connection"
         return None
 
 

@@ -1,0 +1,121 @@
+"""PostgreSQL-only guarantees: many worker processes, a killed worker, a server restart,
+and clear errors when the driver or the server is missing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+from ents import App, ConfigurationError, DatabaseError, define_ent, define_ent_schema
+from tests.pg import PrivateServer, fresh_schema_url, wait_for
+from tests.test_worker import _jobs_app, _start_worker, _stop, jobs_by_state
+
+
+def test_missing_driver_gives_the_install_hint(monkeypatch):
+    from ents.backends import open_backend
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(ConfigurationError, match=r"pip install 'ents\[postgres\]'"):
+        open_backend("postgresql://localhost/x")
+
+
+def test_unreachable_server_is_a_clear_error():
+    schema = define_ent_schema({"t": define_ent({"x": int})})
+    started = time.monotonic()
+    with pytest.raises(ConfigurationError, match="Cannot connect to PostgreSQL at postgresql://127.0.0.1:1/"):
+        App(schema, "postgresql://postgres@127.0.0.1:1/nope?connect_timeout=1")
+    assert time.monotonic() - started < 30
+
+
+@pytest.fixture
+def pg_url(request):
+    return fresh_schema_url(request)
+
+
+def test_four_workers_drain_20000_jobs_with_one_killed(pg_url, tmp_path):
+    log = tmp_path / "actions.log"
+    app = _jobs_app(pg_url, log)
+    for batch in range(20):
+        app.run_mutation("jobs:schedule_many", {"prefix": f"m{batch}-", "n": 1000})
+    app.run_mutation("jobs:schedule_many", {"prefix": "a-", "n": 200, "kind": "action", "seconds": 0.01})
+    procs = [_start_worker(pg_url, log, "--batch-size", "50") for _ in range(4)]
+    try:
+        assert wait_for(lambda: jobs_by_state(app).get("success", 0) >= 10_000, timeout=300)
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(10)
+        assert wait_for(
+            lambda: sum(v for k, v in jobs_by_state(app).items() if k in ("success", "failed")) == 20_200, timeout=600
+        ), jobs_by_state(app)
+    finally:
+        _stop(procs)
+    states = jobs_by_state(app)
+    # Mutations are never lost nor run twice; an action interrupted by the kill fails.
+    keys = [r.key for r in app.run(lambda ctx: ctx.table("runs").collect())]
+    assert len(keys) == len(set(keys))
+    assert sum(1 for k in keys if k.startswith("m")) == 20_000
+    failed = app.run(lambda ctx: ctx.table("_scheduled_functions", "by_state", lambda q: q.eq("state", "failed")).collect())
+    assert all(j.state.error == "Transient error while executing action" and j.name == "jobs:slow_action" for j in failed)
+    assert states.get("success", 0) + states.get("failed", 0) == 20_200
+    starts = [line.split()[1] for line in log.read_text().splitlines() if line.startswith("start")]
+    assert len(starts) == len(set(starts))
+    app.close()
+
+
+def test_server_restart_loses_and_doubles_nothing(tmp_path):
+    try:
+        server = PrivateServer()
+    except Exception as exc:
+        if os.environ.get("ENTS_REQUIRE_POSTGRES"):
+            pytest.fail(f"cannot start a private PostgreSQL server: {exc}")
+        pytest.skip(f"cannot start a private PostgreSQL server: {exc}")
+    schema = define_ent_schema({"runs": define_ent({}).field("key", str, unique=True)})
+    app = App(schema, server.url)
+
+    @app.internal_mutation
+    def record(ctx, key: str) -> None:
+        ctx.table("runs").insert({"key": key})
+
+    @app.mutation
+    def submit(ctx, key: str) -> None:
+        ctx.scheduler.run_after(0, record, {"key": key})
+
+    accepted: list[str] = []
+    unsure: list[str] = []
+    stop = threading.Event()
+
+    def producer() -> None:
+        i = 0
+        while not stop.is_set():
+            key = f"k{i}"
+            i += 1
+            try:
+                app.run_mutation(submit, {"key": key})
+                accepted.append(key)
+            except DatabaseError:
+                unsure.append(key)  # lost connection at commit: may or may not exist
+            time.sleep(0.002)
+
+    worker = app.worker(housekeeping_interval=1).start()
+    t = threading.Thread(target=producer)
+    t.start()
+    try:
+        assert wait_for(lambda: len(accepted) >= 200, timeout=60)
+        server.restart()
+        before = len(accepted)
+        assert wait_for(lambda: len(accepted) >= before + 200, timeout=60)
+    finally:
+        stop.set()
+        t.join()
+    assert wait_for(lambda: jobs_by_state(app).get("pending", 0) == 0, timeout=60)
+    worker.stop()
+    keys = [r.key for r in app.run(lambda ctx: ctx.table("runs").collect())]
+    assert len(keys) == len(set(keys))
+    assert set(accepted) <= set(keys)
+    assert set(keys) <= set(accepted) | set(unsure)
+    app.close()
+    server.stop()

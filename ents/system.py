@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .fields import FieldSpec, field_spec
+from .ids import Id
 from .schema import TableDef
 
 JOB_STATES = ("pending", "inProgress", "success", "failed", "canceled")
@@ -89,6 +90,8 @@ def system_tables() -> dict[str, TableDef]:
         shape=_shape_storage,
     )
 
+    # One row per cron (see crons.py): what it runs, when it runs next, its running job
+    # (at most one at a time) and the outcome of its last RECENT_RUNS runs.
     c = "_cron_jobs"
     crons = TableDef(
         name=c,
@@ -101,13 +104,13 @@ def system_tables() -> dict[str, TableDef]:
             "origin": _f(c, "origin", str),
             "next_run": _f(c, "next_run", float),
             "last_runs": _f(c, "last_runs", list, default=[]),
-            "current_job": _f(c, "current_job", int | None),
+            "current_job": _f(c, "current_job", Id["_scheduled_functions"] | None),
         },
         is_system=True,
-        hidden=frozenset({"current_job"}),
         shape=_shape_cron,
     )
     crons.unique_indexes["name"] = ("name",)
     crons.indexes["name"] = ("name",)
+    crons.index_aliases["by_name"] = "name"
     crons.indexes["by_next_run"] = ("next_run",)
     return {t: jobs, s: storage, c: crons}

@@ -363,7 +363,7 @@ def build(section: Section, args: Any) -> None:
     sa_t = table.row("SQLAlchemy ORM cascade (selectinload)").value
     section.targets.append(Target("ents (public API) time ÷ raw set-based time", ratio(e, raw), "<=", 3.0, "issues 2 and 7: within 3x"))
     section.targets.append(Target("SQLAlchemy ORM time ÷ ents (public API) time", ratio(sa_t, e), ">=", 10.0, "issue 7: >= 10x faster"))
-    section.targets.append(Target("ents internal bulk time ÷ raw set-based time", ratio(bulk, raw), "<=", 3.0,
+    section.targets.append(Target("ents internal bulk time ÷ raw set-based time", ratio(bulk, raw), "info", 3.0,
                                   "information: what a bulk delete API would give"))
     section.notes.append("Copying the seeded file and opening the App are outside the timed region; "
                          "the timed region includes finding the parents (index on grp) and the commit.")

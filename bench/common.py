@@ -60,6 +60,7 @@ class Table:
     higher_is_better: bool
     reference: str | None = None  # label of the row ratios are taken against
     note: str = ""
+    compare: bool = True  # show the "ents vs this" column
 
     def row(self, label: str) -> Row:
         for r in self.rows:
@@ -75,10 +76,11 @@ class Target:
     op: str  # "<=" or ">="
     threshold: float
     detail: str = ""
+    unit: str = "x"  # "x" for ratios, or a unit such as "ms" / "MiB"
 
     @property
     def met(self) -> bool | None:
-        if self.value is None:
+        if self.value is None or self.op == "info":
             return None
         return self.value <= self.threshold if self.op == "<=" else self.value >= self.threshold
 
@@ -113,7 +115,8 @@ class Section:
     def from_json(data: dict[str, Any]) -> Section:
         s = Section(data["key"], data["title"], data.get("params", {}))
         s.tables = [
-            Table(t["title"], [Row(**r) for r in t["rows"]], t["higher_is_better"], t.get("reference"), t.get("note", ""))
+            Table(t["title"], [Row(**r) for r in t["rows"]], t["higher_is_better"], t.get("reference"), t.get("note", ""),
+                  t.get("compare", True))
             for t in data.get("tables", [])
         ]
         s.targets = [Target(**t) for t in data.get("targets", [])]
@@ -185,23 +188,38 @@ def section_markdown(s: Section) -> str:
         if t.note:
             out += [t.note, ""]
         ref = t.row(t.reference) if t.reference else None
-        ratio_head = f"÷ {t.reference}" if ref else "ratio"
-        out.append(f"| contender | value | n | {ratio_head} | ents vs this | rounds (min–max) | notes |")
-        out.append("| --- | ---: | ---: | ---: | --- | --- | --- |")
+        head = ["contender", "value", "n"]
+        align = ["---", "---:", "---:"]
+        if ref:
+            head.append(f"÷ {t.reference}")
+            align.append("---:")
+        if t.compare:
+            head.append("ents vs this")
+            align.append("---")
+        head += ["rounds (min–max)", "notes"]
+        align += ["---", "---"]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("| " + " | ".join(align) + " |")
         for r in t.rows:
-            rr = ratio(r.value, ref.value) if ref else None
             label = f"**{r.label}**" if r.is_ents else r.label
-            n = f"{r.n:,}" if r.n is not None else ""
-            out.append(
-                f"| {label} | {fmt_value(r.value, r.unit)} | {n} | {fmt_ratio(rr) if ref else ''} | "
-                f"{ents_vs(t, r)} | {r.spread} | {r.detail} |"
-            )
+            cells = [label, fmt_value(r.value, r.unit), f"{r.n:,}" if r.n is not None else ""]
+            if ref:
+                cells.append(fmt_ratio(ratio(r.value, ref.value)))
+            if t.compare:
+                cells.append(ents_vs(t, r))
+            cells += [r.spread, r.detail]
+            out.append("| " + " | ".join(cells) + " |")
         out.append("")
     if s.targets:
         out += ["| target | measured | met |", "| --- | ---: | :---: |"]
         for tg in s.targets:
-            met = {True: "yes", False: "**NO**", None: "n/a"}[tg.met]
-            v = fmt_ratio(tg.value) if tg.value is not None else "n/a"
+            met = "(reported)" if tg.op == "info" else {True: "yes", False: "**NO**", None: "n/a"}[tg.met]
+            if tg.value is None:
+                v = "n/a"
+            elif tg.unit == "x":
+                v = fmt_ratio(tg.value)
+            else:
+                v = fmt_value(tg.value, tg.unit)
             d = f" ({tg.detail})" if tg.detail else ""
             out.append(f"| {tg.description}{d} | {v} | {met} |")
         out.append("")

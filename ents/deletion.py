@@ -42,16 +42,17 @@ def delete_ent(tx: Transaction, rt: TableRuntime, rid: int) -> str:
     if mode is None:
         hard_delete(tx, rt.name, [rid])
     else:
-        soft_delete(tx, rt, [rid])
         if mode == "scheduled":
             from .scheduler import schedule_internal
 
+            # Scheduling can be refused (limits); do it before writing anything.
             schedule_internal(
                 tx,
                 SCHEDULED_DELETE,
                 {"table": rt.name, "id": id, "deletion_time": tx.now},
                 tx.now + rt.table.deletion_delay_ms,
             )
+        soft_delete(tx, rt, [rid])
     tx.touched()
     return id
 

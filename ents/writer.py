@@ -141,7 +141,7 @@ def _check_references(tx: Transaction, rt: TableRuntime, cols: tuple[str, ...], 
 
 def _unique_columns(rt: TableRuntime) -> list[tuple[str, Edge | None]]:
     out: list[tuple[str, Edge | None]] = []
-    for iname, fields in rt.table.unique_indexes.items():
+    for fields in rt.table.unique_indexes.values():
         if len(fields) != 1:
             continue
         edge = next((e for e in rt.table.edges.values() if e.kind == "field" and e.field == fields[0]), None)
@@ -162,22 +162,25 @@ def _raise_duplicate(tx: Transaction, rt: TableRuntime, doc: dict[str, Any], col
         )
         if row is None or row[0] == self_rid:
             continue
-        existing = rt.encode_rid(row[0])
-        if edge is not None:
-            raise UniqueConstraintError(
-                f'In table "{rt.name}" cannot create a duplicate 1:1 edge "{edge.name}" to ID '
-                f'"{doc.get(col)}", existing document with ID "{existing}" already has it.',
-                table=rt.name,
-                field=col,
-                id=existing,
-            )
+        _raise_duplicate_of(rt, col, edge, doc.get(col), rt.encode_rid(row[0]))
+
+
+def _raise_duplicate_of(rt: TableRuntime, col: str, edge: Edge | None, value: Any, existing: str) -> None:
+    if edge is not None:
         raise UniqueConstraintError(
-            f'In table "{rt.name}" cannot create a duplicate document with field "{col}" of value '
-            f'`{doc.get(col)}`, existing document with ID "{existing}" already has it.',
+            f'In table "{rt.name}" cannot create a duplicate 1:1 edge "{edge.name}" to ID '
+            f'"{value}", existing document with ID "{existing}" already has it.',
             table=rt.name,
             field=col,
             id=existing,
         )
+    raise UniqueConstraintError(
+        f'In table "{rt.name}" cannot create a duplicate document with field "{col}" of value '
+        f'`{value}`, existing document with ID "{existing}" already has it.',
+        table=rt.name,
+        field=col,
+        id=existing,
+    )
 
 
 def _unique_precheck(tx: Transaction, rt: TableRuntime, doc: dict[str, Any], cols: tuple[str, ...], vals: list[Any], self_rid: int | None) -> None:
@@ -188,15 +191,22 @@ def _unique_precheck(tx: Transaction, rt: TableRuntime, doc: dict[str, Any], col
 # -- insert ----------------------------------------------------------------------------
 
 
+# Every write checks everything it can (values, referenced ids, edges, uniqueness) before
+# its first statement, and its statements cannot fail on bad input after that: so a write
+# that raises has changed nothing, even when the caller catches the error and the
+# transaction goes on (no savepoint needed on the hot path).
+
+
 def insert(tx: Transaction, rt: TableRuntime, value: dict[str, Any]) -> str:
     _check_writable(tx, rt, f'insert into "{rt.name}"')
     fields, edges = _split(rt, value)
     doc = _complete(rt, _validate(rt, fields, partial=False))
     cols, vals = _row_values(rt, doc)
     _check_references(tx, rt, cols, [vals])
+    plans = _plan_edges(tx, rt, edges, "insert") if edges else None
     rid = _insert_row(tx, rt, doc, cols, vals)
-    if edges:
-        _write_edges(tx, rt, rid, edges, mode="insert")
+    if plans:
+        _apply_edges(tx, rt, rid, plans)
     tx.touched()
     return InsertedId(rt.encode_rid(rid), tx, rt.name)
 
@@ -215,22 +225,67 @@ def insert_many(tx: Transaction, rt: TableRuntime, values: Sequence[dict[str, An
         raise ValidationError(f'insert_many() on "{rt.name}" takes a list of documents', table=rt.name)
     prepared = []
     by_cols: dict[tuple[str, ...], list[list[Any]]] = {}
-    for value in values:
-        fields, edges = _split(rt, value)
-        doc = _complete(rt, _validate(rt, fields, partial=False))
-        cols, vals = _row_values(rt, doc)
+    for i, value in enumerate(values):
+        try:
+            fields, edges = _split(rt, value)
+            doc = _complete(rt, _validate(rt, fields, partial=False))
+            cols, vals = _row_values(rt, doc)
+        except ValidationError as exc:
+            raise _at_index(exc, i) from None
         prepared.append((doc, cols, vals, edges))
         by_cols.setdefault(cols, []).append(vals)
     for cols, rows in by_cols.items():
         _check_references(tx, rt, cols, rows)
+    _check_batch_unique(tx, rt, prepared)
+    plans = [_plan_edges(tx, rt, edges, "insert") if edges else None for _, _, _, edges in prepared]
     ids: list[str] = []
-    for doc, cols, vals, edges in prepared:
+    for (doc, cols, vals, _), plan in zip(prepared, plans, strict=True):
         rid = _insert_row(tx, rt, doc, cols, vals)
-        if edges:
-            _write_edges(tx, rt, rid, edges, mode="insert")
+        if plan:
+            _apply_edges(tx, rt, rid, plan)
         ids.append(rt.encode_rid(rid))
     tx.touched()
     return [InsertedId(i, tx, rt.name) for i in ids]
+
+
+def _at_index(exc: ValidationError, index: int) -> ValidationError:
+    """The same error, saying which document of an insert_many it is about."""
+    out = type(exc)(
+        f"{exc.message} (document {index} of insert_many)", table=exc.table, id=exc.id, field=exc.field
+    )
+    return out
+
+
+def _check_batch_unique(tx: Transaction, rt: TableRuntime, prepared: list[Any]) -> None:
+    """Unique fields and 1:1 edges: no two new documents and no existing one share a value.
+
+    Checked before the first insert, with one lookup per unique column and batch, so that a
+    conflict leaves nothing half-inserted.
+    """
+    d = tx.dialect
+    for col, edge in _unique_columns(rt):
+        first: dict[Any, int] = {}
+        for i, (doc, cols, vals, _) in enumerate(prepared):
+            if col not in cols:
+                continue
+            value = vals[cols.index(col)]
+            if value is None:
+                continue
+            if value in first:
+                what = f'1:1 edge "{edge.name}" to ID "{doc[col]}"' if edge else f'field "{col}" of value `{doc[col]}`'
+                raise UniqueConstraintError(
+                    f'In table "{rt.name}" cannot create a duplicate document with {what}: documents '
+                    f"{first[value]} and {i} of the same insert_many both have it.",
+                    table=rt.name,
+                    field=col,
+                )
+            first[value] = i
+        if not first:
+            continue
+        rows = tx.in_chunks(f"SELECT {d.q(col)}, {d.q('_rid')} FROM {rt.q_table}", d.q(col), list(first))
+        for value, existing_rid in rows:
+            doc = prepared[first[value]][0] if value in first else {col: value}
+            _raise_duplicate_of(rt, col, edge, doc[col], rt.encode_rid(existing_rid))
 
 
 # -- patch and replace -----------------------------------------------------------------
@@ -269,13 +324,14 @@ def patch(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) ->
             del fields[name]
     doc = _validate(rt, fields, partial=True) if fields else {}
     doc.update(cleared)
+    plans = _plan_edges(tx, rt, edges, "patch") if edges else None
     if doc:
         cols, vals = _row_values(rt, doc)
         _check_references(tx, rt, cols, [vals])
         _unique_precheck(tx, rt, doc, cols, vals, rid)
         _update_row(tx, rt, rid, doc, cols, vals)
-    if edges:
-        _write_edges(tx, rt, rid, edges, mode="patch")
+    if plans:
+        _apply_edges(tx, rt, rid, plans)
     tx.touched()
     return rt.encode_rid(rid)
 
@@ -308,9 +364,10 @@ def replace(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) 
     cols, vals = _row_values(rt, doc)
     _check_references(tx, rt, cols, [vals])
     _unique_precheck(tx, rt, doc, cols, vals, rid)
+    plans = _plan_edges(tx, rt, edges, "replace") if edges else None
     _update_row(tx, rt, rid, doc, cols, vals)
-    if edges:
-        _write_edges(tx, rt, rid, edges, mode="replace")
+    if plans:
+        _apply_edges(tx, rt, rid, plans)
     tx.touched()
     return rt.encode_rid(rid)
 
@@ -355,14 +412,56 @@ def _require_exist(tx: Transaction, edge: Edge, rids: list[int], owner: TableRun
         )
 
 
-def _write_edges(tx: Transaction, rt: TableRuntime, rid: int, edges: dict[str, tuple[Edge, Any]], *, mode: str) -> None:
-    for name, (edge, value) in edges.items():
-        if edge.kind == "many_many":
-            _write_many_many(tx, rt, rid, edge, value, mode)
-        elif edge.kind == "many_field":
-            _write_many_field(tx, rt, rid, edge, value, mode)
-        else:  # 1:1 ref end
-            _write_ref(tx, rt, rid, edge, value, mode)
+class _EdgePlan:
+    """A checked edge change, applied once the owner's row is written."""
+
+    __slots__ = ("edge", "mode", "exact", "add", "remove")
+
+    def __init__(self, edge: Edge, mode: str, exact: list[int] | None, add: list[int], remove: list[int]) -> None:
+        self.edge = edge
+        self.mode = mode
+        self.exact = exact
+        self.add = add
+        self.remove = remove
+
+
+def _plan_edges(tx: Transaction, rt: TableRuntime, edges: dict[str, tuple[Edge, Any]], mode: str) -> list[_EdgePlan]:
+    """Decode and check every edge change (ids, existence) without writing anything."""
+    plans: list[_EdgePlan] = []
+    for edge, value in edges.values():
+        if edge.kind == "ref":
+            if mode == "patch":
+                raise ValidationError(
+                    f'Edge "{edge.name}" of table "{rt.name}" is stored by table "{edge.to}"; patch the '
+                    f'"{edge.field}" field of that document instead',
+                    table=rt.name,
+                    field=edge.name,
+                )
+            if value is None:
+                continue
+            target = _ids_for(tx, rt, edge, [value], "on " + mode)
+            _require_exist(tx, edge, target, rt)
+            plans.append(_EdgePlan(edge, mode, target, [], []))
+            continue
+        exact, add, remove = _add_remove(rt, edge, value, mode)
+        if exact is not None:
+            wanted = _ids_for(tx, rt, edge, exact, "on " + mode)
+            _require_exist(tx, edge, wanted, rt)
+            plans.append(_EdgePlan(edge, mode, wanted, [], []))
+            continue
+        add_ids = _ids_for(tx, rt, edge, add, "add")
+        remove_ids = _ids_for(tx, rt, edge, remove, "remove")
+        _require_exist(tx, edge, add_ids, rt)
+        plans.append(_EdgePlan(edge, mode, None, add_ids, remove_ids))
+    return plans
+
+
+def _apply_edges(tx: Transaction, rt: TableRuntime, rid: int, plans: list[_EdgePlan]) -> None:
+    for plan in plans:
+        if plan.edge.kind == "many_many":
+            _apply_many_many(tx, rid, plan)
+        else:  # many_field, or a 1:1 ref end given on insert / replace
+            _apply_many_field(tx, rid, plan)
 
 
 def _add_remove(rt: TableRuntime, edge: Edge, value: Any, mode: str) -> tuple[Any, Any, Any]:
@@ -379,28 +478,28 @@ def _add_remove(rt: TableRuntime, edge: Edge, value: Any, mode: str) -> tuple[An
     return value, None, None
 
 
-def _write_many_many(tx: Transaction, rt: TableRuntime, rid: int, edge: Edge, value: Any, mode: str) -> None:
-    d = tx.dialect
-    q = d.q
+def _apply_many_many(tx: Transaction, rid: int, plan: _EdgePlan) -> None:
+    edge = plan.edge
     assert edge.edge_table is not None and edge.ref is not None
-    exact, add, remove = _add_remove(rt, edge, value, mode)
-    et = q(edge.edge_table)
-    if exact is not None:
-        wanted = _ids_for(tx, rt, edge, exact, "on " + mode)
-        _require_exist(tx, edge, wanted, rt)
-        if mode == "replace":
-            current = [r[0] for r in tx.fetchall(f"SELECT {q(edge.ref)} FROM {et} WHERE {q(edge.field)} = {d.param}", (rid,))]
+    if plan.exact is not None:
+        wanted = plan.exact
+        if plan.mode == "replace":
+            d = tx.dialect
+            q = d.q
+            current = [
+                r[0]
+                for r in tx.fetchall(
+                    f"SELECT {q(edge.ref)} FROM {q(edge.edge_table)} WHERE {q(edge.field)} = {d.param}", (rid,)
+                )
+            ]
             keep = set(wanted)
             _remove_edges(tx, edge, rid, [c for c in current if c not in keep])
             have = set(current)
             wanted = [w for w in wanted if w not in have]
         _add_edges(tx, edge, rid, wanted)
         return
-    add_ids = _ids_for(tx, rt, edge, add, "add")
-    remove_ids = _ids_for(tx, rt, edge, remove, "remove")
-    _require_exist(tx, edge, add_ids, rt)
-    _remove_edges(tx, edge, rid, remove_ids)
-    _add_edges(tx, edge, rid, add_ids)
+    _remove_edges(tx, edge, rid, plan.remove)
+    _add_edges(tx, edge, rid, plan.add)
 
 
 def _add_edges(tx: Transaction, edge: Edge, rid: int, targets: list[int]) -> None:
@@ -429,27 +528,28 @@ def _remove_edges(tx: Transaction, edge: Edge, rid: int, targets: list[int]) -> 
         )
 
 
-def _write_many_field(tx: Transaction, rt: TableRuntime, rid: int, edge: Edge, value: Any, mode: str) -> None:
-    d = tx.dialect
-    q = d.q
+def _apply_many_field(tx: Transaction, rid: int, plan: _EdgePlan) -> None:
+    edge = plan.edge
     child = tx.rt(edge.to)
-    exact, add, remove = _add_remove(rt, edge, value, mode)
-    if exact is not None:
-        wanted = _ids_for(tx, rt, edge, exact, "on " + mode)
-        _require_exist(tx, edge, wanted, rt)
-        if mode == "replace":
-            current = [r[0] for r in tx.fetchall(f"SELECT {q('_rid')} FROM {child.q_table} WHERE {q(edge.field)} = {d.param}", (rid,))]
-            keep = set(wanted)
+    if plan.exact is not None:
+        if plan.mode == "replace" or edge.kind == "ref":
+            # A 1:1 ref end holds one ent: the one given replaces the current one.
+            d = tx.dialect
+            q = d.q
+            current = [
+                r[0]
+                for r in tx.fetchall(
+                    f"SELECT {q('_rid')} FROM {child.q_table} WHERE {q(edge.field)} = {d.param}", (rid,)
+                )
+            ]
+            keep = set(plan.exact)
             _detach_children(tx, edge, [c for c in current if c not in keep])
-        _attach_children(tx, edge, rid, wanted)
+        _attach_children(tx, edge, rid, plan.exact)
         return
-    add_ids = _ids_for(tx, rt, edge, add, "add")
-    remove_ids = _ids_for(tx, rt, edge, remove, "remove")
-    _require_exist(tx, edge, add_ids, rt)
-    if remove_ids:
-        owned = _owned(tx, child, edge, rid, remove_ids)
-        _detach_children(tx, edge, [r for r in remove_ids if r in owned])
-    _attach_children(tx, edge, rid, add_ids)
+    if plan.remove:
+        owned = _owned(tx, child, edge, rid, plan.remove)
+        _detach_children(tx, edge, [r for r in plan.remove if r in owned])
+    _attach_children(tx, edge, rid, plan.add)
 
 
 def _owned(tx: Transaction, child: TableRuntime, edge: Edge, rid: int, rids: list[int]) -> set[int]:
@@ -484,21 +584,6 @@ def _detach_children(tx: Transaction, edge: Edge, children: list[int]) -> None:
     from .deletion import hard_delete
 
     hard_delete(tx, child.name, children)
-
-
-def _write_ref(tx: Transaction, rt: TableRuntime, rid: int, edge: Edge, value: Any, mode: str) -> None:
-    if mode == "patch":
-        raise ValidationError(
-            f'Edge "{edge.name}" of table "{rt.name}" is stored by table "{edge.to}"; patch the '
-            f'"{edge.field}" field of that document instead',
-            table=rt.name,
-            field=edge.name,
-        )
-    if value is None:
-        return
-    (target,) = _ids_for(tx, rt, edge, [value], "on " + mode)
-    _require_exist(tx, edge, [target], rt)
-    _attach_children(tx, edge, rid, [target])
 
 
 __all__ = ["insert", "insert_many", "patch", "replace", "InsertedId", "ConflictRace", "MISSING"]

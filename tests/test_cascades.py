@@ -1,0 +1,439 @@
+"""Deletion: Convex Ents' cascade rules, soft deletion and scheduled deletion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ents import EntNotFoundError, define_ent, define_ent_schema
+
+ONE_DAY = 24 * 3600 * 1000
+
+
+def cascade_schema() -> Any:
+    return define_ent_schema(
+        {
+            "users": define_ent({"name": str})
+            .edges("messages", ref=True)
+            .edge("profile", ref=True)
+            .edge("avatar", ref=True)
+            .edges("notes", ref=True)
+            .edges("friends", to="users")
+            .edges("followers", to="users", inverse="followees"),
+            # 1:1, required, and deleting the profile deletes the user too
+            "profiles": define_ent({"bio": str}).edge("user", deletion="hard"),
+            # 1:1 with an optional stored end
+            "avatars": define_ent({"url": str}).edge("user", optional=True),
+            # 1:many with an optional stored end
+            "notes": define_ent({"text": str}).edge("user", optional=True),
+            "messages": define_ent({"text": str}).edge("user").edges("tags").edges("comments", ref=True),
+            "comments": define_ent({"text": str}).edge("message"),
+            "tags": define_ent({"name": str}).edges("messages"),
+            "answers": define_ent({"question": str})
+            .edge("action", to="_scheduled_functions", deletion="hard")
+            .edge("log", to="_scheduled_functions"),
+            "photos": define_ent({}).edge("file", to="_storage", deletion="hard"),
+            "drafts": define_ent({}).edge("file", to="_storage"),
+        }
+    )
+
+
+def soft_schema() -> Any:
+    return define_ent_schema(
+        {
+            "teams": define_ent({"name": str})
+            .deletion("soft")
+            .edges("members", ref=True, deletion="soft")
+            .edges("projects", ref=True)
+            .edges("labels")
+            .edge("charter", ref=True, deletion="soft"),
+            "members": define_ent({"name": str}).deletion("soft").edge("team").edges("badges", ref=True, deletion="soft"),
+            "badges": define_ent({"name": str}).deletion("soft").edge("member"),
+            "charters": define_ent({"text": str}).deletion("soft").edge("team"),
+            "projects": define_ent({"name": str}).deletion("soft").edge("team"),
+            "labels": define_ent({"name": str}).edges("teams"),
+            "orgs": define_ent({"name": str}).deletion("scheduled", delay_ms=ONE_DAY).edges("depts", ref=True),
+            "depts": define_ent({"name": str}).edge("org").edges("staff", ref=True),
+            "staff": define_ent({"name": str}).edge("dept"),
+        }
+    )
+
+
+def count(app: Any, table: str) -> int:
+    return app.run(lambda ctx: ctx._tx.fetchone(f'SELECT COUNT(*) FROM "{table}"')[0])  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def app(make_app: Any) -> Any:
+    return make_app(cascade_schema())
+
+
+@pytest.fixture
+def world(app: Any) -> dict[str, Any]:
+    def seed(ctx: Any) -> dict[str, Any]:
+        ada, bob, cy = ctx.table("users").insert_many([{"name": "ada"}, {"name": "bob"}, {"name": "cy"}])
+        red, blue = ctx.table("tags").insert_many([{"name": "red"}, {"name": "blue"}])
+        ada_msgs = ctx.table("messages").insert_many(
+            [{"text": f"a{i}", "user_id": ada, "tags": [red, blue]} for i in range(3)]
+        )
+        bob_msg = ctx.table("messages").insert({"text": "b", "user_id": bob, "tags": [red]})
+        comments = ctx.table("comments").insert_many(
+            [{"text": "c1", "message_id": ada_msgs[0]}, {"text": "c2", "message_id": bob_msg}]
+        )
+        profile = ctx.table("profiles").insert({"bio": "ada's", "user_id": ada})
+        bob_profile = ctx.table("profiles").insert({"bio": "bob's", "user_id": bob})
+        avatar = ctx.table("avatars").insert({"url": "a.png", "user_id": ada})
+        notes = ctx.table("notes").insert_many([{"text": "n1", "user_id": ada}, {"text": "n2", "user_id": bob}])
+        ctx.table("users").get_x(ada).patch({"friends": {"add": [bob, cy]}, "followers": {"add": [bob]}})
+        ctx.table("users").get_x(cy).patch({"followers": {"add": [ada]}})
+        return {
+            "ada": ada,
+            "bob": bob,
+            "cy": cy,
+            "red": red,
+            "blue": blue,
+            "ada_msgs": ada_msgs,
+            "bob_msg": bob_msg,
+            "comments": comments,
+            "profile": profile,
+            "bob_profile": bob_profile,
+            "avatar": avatar,
+            "notes": notes,
+        }
+
+    return dict(app.run(seed))
+
+
+def exists(app: Any, table: str, id: str) -> bool:
+    return app.run(lambda ctx: ctx.table(table).get(id) is not None)  # type: ignore[no-any-return]
+
+
+def test_deleting_an_ent_cascades_along_required_edges(app: Any, world: dict[str, Any]) -> None:
+    app.run(lambda ctx: ctx.table("users").get_x(world["ada"]).delete())
+    assert not exists(app, "users", world["ada"])
+    # 1:many required: ada's messages are gone, and recursively their comments
+    assert all(not exists(app, "messages", m) for m in world["ada_msgs"])
+    assert not exists(app, "comments", world["comments"][0])
+    # 1:1 required: the profile is gone
+    assert not exists(app, "profiles", world["profile"])
+    # others are untouched
+    assert exists(app, "users", world["bob"]) and exists(app, "messages", world["bob_msg"])
+    assert exists(app, "comments", world["comments"][1]) and exists(app, "profiles", world["bob_profile"])
+
+
+def test_optional_field_edges_are_unset(app: Any, world: dict[str, Any]) -> None:
+    app.run(lambda ctx: ctx.table("users").get_x(world["ada"]).delete())
+
+    def read(ctx: Any) -> None:
+        avatar = ctx.table("avatars").get_x(world["avatar"])
+        assert avatar.user_id is None and avatar.edge("user") is None
+        n1, n2 = (ctx.table("notes").get_x(n) for n in world["notes"])
+        assert n1.user_id is None and n2.user_id == world["bob"]
+
+    app.run(read)
+
+
+def test_many_to_many_rows_are_removed_but_not_the_other_ents(app: Any, world: dict[str, Any]) -> None:
+    assert count(app, "messages_to_tags") == 7
+    app.run(lambda ctx: ctx.table("messages").get_x(world["ada_msgs"][0]).delete())
+    assert count(app, "messages_to_tags") == 5
+    app.run(lambda ctx: ctx.table("tags").get_x(world["red"]).delete())
+    assert count(app, "messages_to_tags") == 2
+
+    def read(ctx: Any) -> None:
+        assert [t.name for t in ctx.table("messages").get_x(world["ada_msgs"][1]).edge("tags")] == ["blue"]
+        assert ctx.table("messages").get_x(world["bob_msg"]).edge("tags").collect() == []
+        assert [m._id for m in ctx.table("tags").get_x(world["blue"]).edge("messages")] == world["ada_msgs"][1:]
+
+    app.run(read)
+
+
+def test_self_edges_are_removed_in_both_directions(app: Any, world: dict[str, Any]) -> None:
+    app.run(lambda ctx: ctx.table("users").get_x(world["ada"]).delete())
+
+    def read(ctx: Any) -> None:
+        bob = ctx.table("users").get_x(world["bob"])
+        cy = ctx.table("users").get_x(world["cy"])
+        assert bob.edge("friends").collect() == [] and cy.edge("friends").collect() == []
+        assert bob.edge("followees").collect() == [] and cy.edge("followers").collect() == []
+
+    app.run(read)
+    assert count(app, "users_friends") == 0
+    assert count(app, "users_followees_to_followers") == 0
+
+
+def test_deleting_the_storing_end_deletes_only_it(app: Any, world: dict[str, Any]) -> None:
+    app.run(lambda ctx: ctx.table("messages").get_x(world["bob_msg"]).delete())
+    assert exists(app, "users", world["bob"])
+    assert not exists(app, "comments", world["comments"][1])
+    app.run(lambda ctx: ctx.table("notes").get_x(world["notes"][1]).delete())
+    app.run(lambda ctx: ctx.table("avatars").get_x(world["avatar"]).delete())
+    assert exists(app, "users", world["bob"]) and exists(app, "users", world["ada"])
+
+
+def test_hard_deletion_of_a_1_to_1_stored_edge_deletes_the_other_end(app: Any, world: dict[str, Any]) -> None:
+    app.run(lambda ctx: ctx.table("profiles").get_x(world["profile"]).delete())
+    # the user goes too, and with it everything that cascades from the user
+    assert not exists(app, "users", world["ada"])
+    assert all(not exists(app, "messages", m) for m in world["ada_msgs"])
+    assert app.run(lambda ctx: ctx.table("avatars").get_x(world["avatar"]).user_id) is None
+    assert exists(app, "users", world["bob"]) and exists(app, "profiles", world["bob_profile"])
+
+
+def test_hard_edge_to_scheduled_functions_cancels_the_job(app: Any, clock: Any) -> None:
+    def work(ctx: Any) -> None:
+        ctx.table("tags").insert({"name": "ran"})
+
+    fn = app.internal_mutation(work)
+
+    def create(ctx: Any) -> tuple[str, str, str]:
+        action = ctx.scheduler.run_after(1000, fn, {})
+        log = ctx.scheduler.run_after(1000, fn, {})
+        answer = ctx.table("answers").insert({"question": "q", "action_id": action, "log_id": log})
+        return answer, action, log
+
+    answer, action, log = app.run(create)
+    app.run(lambda ctx: ctx.table("answers").get_x(answer).delete())
+
+    def states(ctx: Any) -> tuple[str, str]:
+        return ctx.db.system.get(action)["state"]["kind"], ctx.db.system.get(log)["state"]["kind"]
+
+    assert app.run(states) == ("canceled", "pending")
+    clock.advance(1000)
+    app.finish_in_progress_scheduled_functions()
+    assert app.run(lambda ctx: [t.name for t in ctx.table("tags")]) == ["ran"]  # only the log job ran
+    assert app.run(states) == ("canceled", "success")
+
+
+def test_hard_edge_to_a_finished_job_leaves_it_alone(app: Any, clock: Any) -> None:
+    fn = app.internal_mutation(lambda ctx: None, name="noop")
+    answer, action = app.run(
+        lambda ctx: (lambda job: (ctx.table("answers").insert({"question": "q", "action_id": job}), job))(
+            ctx.scheduler.run_after(0, fn, {})
+        )
+    )
+    app.finish_in_progress_scheduled_functions()
+    app.run(lambda ctx: ctx.table("answers").get_x(answer).delete())
+    assert app.run(lambda ctx: ctx.db.system.get(action)["state"]["kind"]) == "success"
+
+
+def test_hard_edge_to_storage_deletes_the_file(app: Any) -> None:
+    def create(ctx: Any) -> tuple[str, str, str, str]:
+        f1 = ctx.storage.store(b"photo")
+        f2 = ctx.storage.store(b"draft")
+        return ctx.table("photos").insert({"file_id": f1}), f1, ctx.table("drafts").insert({"file_id": f2}), f2
+
+    photo, f1, draft, f2 = app.run(create)
+    app.run(lambda ctx: ctx.table("photos").get_x(photo).delete())
+    app.run(lambda ctx: ctx.table("drafts").get_x(draft).delete())
+    assert app.run(lambda ctx: ctx.db.system.get(f1)) is None
+    assert app.run(lambda ctx: ctx.storage.get(f2)) == b"draft"
+
+
+def test_a_failed_mutation_cancels_no_job_and_deletes_nothing(app: Any, world: dict[str, Any]) -> None:
+    fn = app.internal_mutation(lambda ctx: None, name="later")
+    answer, action = app.run(
+        lambda ctx: (lambda job: (ctx.table("answers").insert({"question": "q", "action_id": job}), job))(
+            ctx.scheduler.run_after(1000, fn, {})
+        )
+    )
+
+    def body(ctx: Any) -> None:
+        ctx.table("answers").get_x(answer).delete()
+        ctx.table("users").get_x(world["ada"]).delete()
+        raise RuntimeError("nope")
+
+    with pytest.raises(RuntimeError):
+        app.run(body)
+    assert exists(app, "answers", answer) and exists(app, "users", world["ada"])
+    assert count(app, "messages_to_tags") == 7
+    assert app.run(lambda ctx: ctx.db.system.get(action)["state"]["kind"]) == "pending"
+
+
+def test_deleting_twice_and_reading_a_deleted_ent(app: Any, world: dict[str, Any]) -> None:
+    def body(ctx: Any) -> None:
+        ada = ctx.table("users").get_x(world["ada"])
+        ada.delete()
+        with pytest.raises(EntNotFoundError) as info:
+            ada.delete()
+        assert str(info.value) == f'Document not found with id `{world["ada"]}` in table "users"'
+        assert ctx.table("users").get(world["ada"]) is None
+
+    app.run(body)
+
+
+def test_cascades_are_set_based(app: Any) -> None:
+    """Deleting an ent with many dependents runs a bounded number of statements."""
+
+    def seed(ctx: Any) -> str:
+        uid = ctx.table("users").insert({"name": "big"})
+        tags = ctx.table("tags").insert_many([{"name": f"t{i}"} for i in range(5)])
+        mids = ctx.table("messages").insert_many([{"text": str(i), "user_id": uid, "tags": tags} for i in range(400)])
+        ctx.table("comments").insert_many([{"text": "c", "message_id": m} for m in mids for _ in range(2)])
+        ctx.table("notes").insert_many([{"text": "n", "user_id": uid} for _ in range(300)])
+        return uid
+
+    uid = app.run(seed)
+    statements: list[str] = []
+    conn = app.backend.connect()
+    conn.raw.set_trace_callback(statements.append)
+    app.backend.release(conn)
+    try:
+        app.run(lambda ctx: ctx.table("users").get_x(uid).delete())
+    finally:
+        conn = app.backend.connect()
+        conn.raw.set_trace_callback(None)
+        app.backend.release(conn)
+    assert count(app, "messages") == 0 and count(app, "comments") == 0 and count(app, "messages_to_tags") == 0
+    assert app.run(lambda ctx: ctx.table("notes").filter(lambda q: q.neq(q.field("user_id"), None)).collect()) == []
+    writes = [s for s in statements if s.lstrip().upper().startswith(("DELETE", "UPDATE"))]
+    assert len(writes) < 40, writes
+
+
+# -- soft deletion ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def soft(make_app: Any) -> Any:
+    return make_app(soft_schema())
+
+
+@pytest.fixture
+def teams(soft: Any) -> dict[str, Any]:
+    def seed(ctx: Any) -> dict[str, Any]:
+        label = ctx.table("labels").insert({"name": "l"})
+        team = ctx.table("teams").insert({"name": "t", "labels": [label]})
+        other = ctx.table("teams").insert({"name": "other"})
+        members = ctx.table("members").insert_many([{"name": "m1", "team_id": team}, {"name": "m2", "team_id": team}])
+        badge = ctx.table("badges").insert({"name": "b", "member_id": members[0]})
+        charter = ctx.table("charters").insert({"text": "c", "team_id": team})
+        project = ctx.table("projects").insert({"name": "p", "team_id": team})
+        other_member = ctx.table("members").insert({"name": "o", "team_id": other})
+        return {
+            "label": label,
+            "team": team,
+            "other": other,
+            "members": members,
+            "badge": badge,
+            "charter": charter,
+            "project": project,
+            "other_member": other_member,
+        }
+
+    return dict(soft.run(seed))
+
+
+def test_soft_deletion_sets_deletion_time_and_follows_soft_edges(soft: Any, teams: dict[str, Any], clock: Any) -> None:
+    clock.advance(500)
+    soft.run(lambda ctx: ctx.table("teams").get_x(teams["team"]).delete())
+    now = clock.now()
+
+    def read(ctx: Any) -> None:
+        team = ctx.table("teams").get_x(teams["team"])  # still there
+        assert team.deletion_time == now
+        # edges marked deletion="soft" are followed, recursively
+        assert all(ctx.table("members").get_x(m).deletion_time == now for m in teams["members"])
+        assert ctx.table("badges").get_x(teams["badge"]).deletion_time == now
+        assert ctx.table("charters").get_x(teams["charter"]).deletion_time == now
+        # other edges are not
+        assert ctx.table("projects").get_x(teams["project"]).deletion_time is None
+        assert ctx.table("members").get_x(teams["other_member"]).deletion_time is None
+        assert ctx.table("teams").get_x(teams["other"]).deletion_time is None
+        # many:many edges are unaffected by soft deletion
+        assert [t._id for t in ctx.table("labels").get_x(teams["label"]).edge("teams")] == [teams["team"]]
+        # soft-deleted ents are excluded by filtering
+        alive = ctx.table("teams").filter(lambda q: q.eq(q.field("deletion_time"), None))
+        assert [t._id for t in alive] == [teams["other"]]
+        assert [m.name for m in team.edge("members")] == ["m1", "m2"]
+
+    soft.run(read)
+
+
+def test_soft_deletion_is_undone_by_unsetting_deletion_time(soft: Any, teams: dict[str, Any]) -> None:
+    soft.run(lambda ctx: ctx.table("teams").get_x(teams["team"]).delete())
+    soft.run(lambda ctx: ctx.table("teams").get_x(teams["team"]).patch({"deletion_time": None}))
+    assert soft.run(lambda ctx: ctx.table("teams").get_x(teams["team"]).deletion_time) is None
+
+
+def test_soft_deleting_a_child_already_soft_deleted_keeps_its_time(soft: Any, teams: dict[str, Any], clock: Any) -> None:
+    soft.run(lambda ctx: ctx.table("members").get_x(teams["members"][0]).delete())
+    first = clock.now()
+    clock.advance(1000)
+    soft.run(lambda ctx: ctx.table("teams").get_x(teams["team"]).delete())
+
+    def read(ctx: Any) -> None:
+        assert ctx.table("members").get_x(teams["members"][0]).deletion_time == first
+        assert ctx.table("members").get_x(teams["members"][1]).deletion_time == clock.now()
+
+    soft.run(read)
+
+
+def test_hard_cascade_into_a_soft_table_hard_deletes(soft: Any, teams: dict[str, Any]) -> None:
+    """An ent deleted because of a cascading hard delete is hard deleted, whatever its own mode."""
+
+    def body(ctx: Any) -> None:
+        # A hard cascade starts from ctx.db.delete, which always deletes for good.
+        ctx.db.delete(teams["team"])
+
+    soft.run(body)
+    assert soft.run(lambda ctx: ctx.table("members").get(teams["members"][0])) is None
+    assert soft.run(lambda ctx: ctx.table("projects").get(teams["project"])) is None
+    assert soft.run(lambda ctx: ctx.table("badges").get(teams["badge"])) is None
+    assert soft.run(lambda ctx: ctx.table("members").get(teams["other_member"])) is not None
+    assert soft.run(lambda ctx: ctx.table("charters").get(teams["charter"])) is None
+    assert count(soft, "teams_to_labels") == 0
+    assert soft.run(lambda ctx: ctx.table("labels").get(teams["label"])) is not None
+
+
+# -- scheduled deletion -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def org(soft: Any) -> dict[str, Any]:
+    def seed(ctx: Any) -> dict[str, Any]:
+        org = ctx.table("orgs").insert({"name": "o"})
+        depts = ctx.table("depts").insert_many([{"name": f"d{i}", "org_id": org} for i in range(3)])
+        staff = ctx.table("staff").insert_many([{"name": f"s{i}", "dept_id": d} for i, d in enumerate(depts)])
+        return {"org": org, "depts": depts, "staff": staff}
+
+    return dict(soft.run(seed))
+
+
+def test_scheduled_deletion_soft_deletes_now_and_hard_deletes_later(soft: Any, org: dict[str, Any], clock: Any) -> None:
+    soft.run(lambda ctx: ctx.table("orgs").get_x(org["org"]).delete())
+    deleted_at = clock.now()
+    assert soft.run(lambda ctx: ctx.table("orgs").get_x(org["org"]).deletion_time) == deleted_at
+    assert count(soft, "depts") == 3
+    clock.advance(ONE_DAY - 1)
+    soft.finish_in_progress_scheduled_functions()
+    assert soft.run(lambda ctx: ctx.table("orgs").get(org["org"])) is not None
+    clock.advance(1)
+    soft.finish_in_progress_scheduled_functions()
+    assert soft.run(lambda ctx: ctx.table("orgs").get(org["org"])) is None
+    assert count(soft, "depts") == 0 and count(soft, "staff") == 0
+
+
+def test_scheduled_deletion_is_canceled_by_unsetting_deletion_time(soft: Any, org: dict[str, Any], clock: Any) -> None:
+    soft.run(lambda ctx: ctx.table("orgs").get_x(org["org"]).delete())
+    clock.advance(1000)
+    soft.run(lambda ctx: ctx.table("orgs").get_x(org["org"]).patch({"deletion_time": None}))
+    soft.finish_all_scheduled_functions()
+    assert soft.run(lambda ctx: ctx.table("orgs").get_x(org["org"]).deletion_time) is None
+    assert count(soft, "depts") == 3 and count(soft, "staff") == 3
+
+
+def test_scheduled_deletion_finishes_in_batches(make_app: Any, clock: Any) -> None:
+    app = make_app(soft_schema(), scheduled_delete_batch=7)
+
+    def seed(ctx: Any) -> str:
+        org = ctx.table("orgs").insert({"name": "big"})
+        depts = ctx.table("depts").insert_many([{"name": f"d{i}", "org_id": org} for i in range(10)])
+        ctx.table("staff").insert_many([{"name": "s", "dept_id": d} for d in depts for _ in range(5)])
+        return org
+
+    org_id = app.run(seed)
+    app.run(lambda ctx: ctx.table("orgs").get_x(org_id).delete())
+    app.finish_all_scheduled_functions()
+    assert app.run(lambda ctx: ctx.table("orgs").get(org_id)) is None
+    assert count(app, "depts") == 0 and count(app, "staff") == 0

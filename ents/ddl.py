@@ -92,11 +92,17 @@ class Introspection:
         columns: Callable[[str], set[str]],
         indexes: Callable[[str], set[str]],
         has_rows: Callable[[str], bool],
+        several_rows: Callable[[str], bool] | None = None,
+        duplicate: Callable[[str, tuple[str, ...]], tuple[Any, ...] | None] | None = None,
     ) -> None:
         self.tables = tables
         self.columns = columns
         self.indexes = indexes
         self.has_rows = has_rows
+        #: whether a table has at least two rows
+        self.several_rows = several_rows or (lambda table: False)
+        #: values of ``columns`` shared by two rows of a table, or None
+        self.duplicate = duplicate or (lambda table, columns: None)
 
 
 def plan(
@@ -135,6 +141,14 @@ def plan(
                         table=t.name,
                         field=spec.name,
                     )
+            if spec.unique and spec.has_default and spec.default is not None and existing.several_rows(t.name):
+                raise SchemaError(
+                    f'Unique field "{spec.name}" was added to table "{t.name}" with the default '
+                    f"{spec.default!r}, which every existing document would share; add it without "
+                    "unique=True (or as Optional), give the documents distinct values, then make it unique",
+                    table=t.name,
+                    field=spec.name,
+                )
             coltype = column_type(spec, json_type).compile(dialect=dialect)
             ddl.append(f"ALTER TABLE {q(t.name)} ADD COLUMN {q(spec.name)} {coltype}")
             if spec.has_default and spec.default is not None:
@@ -144,6 +158,20 @@ def plan(
         for name in sorted(current):
             if name.startswith(prefix) and name not in wanted_indexes:
                 ddl.append(f"DROP INDEX IF EXISTS {q(name)}")
+        for iname, fields in t.unique_indexes.items():
+            name = index_sql_name(t.name, "u_" + iname)
+            if name in current or not all(f in have for f in fields):
+                continue
+            shared = existing.duplicate(t.name, fields)
+            if shared is not None:
+                what = ", ".join(f'"{f}"' for f in fields)
+                raise SchemaError(
+                    f"Cannot make {what} of table \"{t.name}\" unique: several documents already "
+                    f"share the value {shared[0] if len(shared) == 1 else shared!r}; make the values "
+                    "distinct first",
+                    table=t.name,
+                    field=fields[0],
+                )
         for name, stmt in wanted_indexes.items():
             if name not in current:
                 ddl.append(stmt)
@@ -192,11 +220,24 @@ def sync_schema(backend: Any, tables: dict[str, TableDef]) -> dict[str, int]:
             def has_rows(table: str) -> bool:
                 return conn.execute(f"SELECT 1 FROM {q(table)} LIMIT 1").fetchone() is not None
 
+            def several_rows(table: str) -> bool:
+                return conn.execute(f"SELECT 1 FROM {q(table)} LIMIT 1 OFFSET 1").fetchone() is not None
+
+            def duplicate(table: str, columns: tuple[str, ...]) -> tuple[Any, ...] | None:
+                cols = ", ".join(q(c) for c in columns)
+                present = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
+                row = conn.execute(
+                    f"SELECT {cols} FROM {q(table)} WHERE {present} GROUP BY {cols} HAVING COUNT(*) > 1 LIMIT 1"
+                ).fetchone()
+                return tuple(row) if row is not None else None
+
             intro = Introspection(
                 existing,
                 lambda t: backend.introspect_columns(conn, t),
                 lambda t: backend.introspect_indexes(conn, t),
                 has_rows,
+                several_rows,
+                duplicate,
             )
             ddl, backfills = plan(tables, intro, backend.sa_dialect(), backend.json_type(), q, d.index_term, d.index_includes_rid)
             for stmt in ddl:

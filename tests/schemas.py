@@ -59,3 +59,25 @@ def social() -> EntSchema:
             "categories": define_ent({"name": str}).edges("posts", table="post_labels", field="category_id"),
         }
     )
+
+
+class SqlLog:
+    """Records the SQL every transaction runs (any backend), to count statements."""
+
+    def __init__(self, monkeypatch: Any) -> None:
+        from ents.transaction import Transaction
+
+        self.statements: list[str] = []
+        self.on = False
+        original = Transaction.execute
+        log = self
+
+        def execute(tx: Any, sql: str, params: Any = ()) -> Any:
+            if log.on:
+                log.statements.append(sql)
+            return original(tx, sql, params)
+
+        monkeypatch.setattr(Transaction, "execute", execute)
+
+    def starting_with(self, *verbs: str) -> list[str]:
+        return [s for s in self.statements if s.lstrip().upper().startswith(verbs)]

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from ents import EntNotFoundError, define_ent, define_ent_schema
+from tests.schemas import SqlLog
 
 ONE_DAY = 24 * 3600 * 1000
 
@@ -263,7 +264,7 @@ def test_deleting_twice_and_reading_a_deleted_ent(app: Any, world: dict[str, Any
     app.run(body)
 
 
-def test_cascades_are_set_based(app: Any) -> None:
+def test_cascades_are_set_based(app: Any, monkeypatch: Any) -> None:
     """Deleting an ent with many dependents runs a bounded number of statements."""
 
     def seed(ctx: Any) -> str:
@@ -275,19 +276,12 @@ def test_cascades_are_set_based(app: Any) -> None:
         return uid
 
     uid = app.run(seed)
-    statements: list[str] = []
-    conn = app.backend.connect()
-    conn.raw.set_trace_callback(statements.append)
-    app.backend.release(conn)
-    try:
-        app.run(lambda ctx: ctx.table("users").get_x(uid).delete())
-    finally:
-        conn = app.backend.connect()
-        conn.raw.set_trace_callback(None)
-        app.backend.release(conn)
+    log = SqlLog(monkeypatch)
+    log.on = True
+    app.run(lambda ctx: ctx.table("users").get_x(uid).delete())
     assert count(app, "messages") == 0 and count(app, "comments") == 0 and count(app, "messages_to_tags") == 0
     assert app.run(lambda ctx: ctx.table("notes").filter(lambda q: q.neq(q.field("user_id"), None)).collect()) == []
-    writes = [s for s in statements if s.lstrip().upper().startswith(("DELETE", "UPDATE"))]
+    writes = log.starting_with("DELETE", "UPDATE")
     assert len(writes) < 40, writes
 
 

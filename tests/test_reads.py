@@ -14,7 +14,7 @@ from ents import (
     ValidationError,
 )
 from ents.query import Ent
-from tests.schemas import blog, social
+from tests.schemas import SqlLog, blog, social
 
 USERS = [
     {"name": "Ada", "email": "ada@x", "age": 36, "meta": {"team": "core", "level": 3, "tags": {"lead": True}}},
@@ -749,7 +749,7 @@ def test_custom_table_and_field_many_to_many(make_app: Any) -> None:
     app.run(body)
 
 
-def test_edges_in_map_are_batch_loaded(app: Any) -> None:
+def test_edges_in_map_are_batch_loaded(app: Any, monkeypatch: Any) -> None:
     """Following a singular edge inside map costs a few queries, not one per ent."""
 
     def seed(ctx: Any) -> None:
@@ -758,28 +758,19 @@ def test_edges_in_map_are_batch_loaded(app: Any) -> None:
         ctx.table("messages").insert_many([{"text": f"m{i}", "user_id": u} for i, u in enumerate(uids)])
 
     app.run(seed)
-    statements: list[str] = []
-    conn = app.backend.connect()
-    try:
-        conn.raw.set_trace_callback(statements.append)
-    finally:
-        app.backend.release(conn)
+    log = SqlLog(monkeypatch)
 
     def read(ctx: Any) -> Any:
+        log.on = True
         return (
             ctx.table("users").map(lambda u: u.edge("profile").bio if u.edge("profile") else None),
             ctx.table("messages").map(lambda m: m.edge("user").name),
         )
 
-    try:
-        bios, authors = app.run(read)
-    finally:
-        conn = app.backend.connect()
-        conn.raw.set_trace_callback(None)
-        app.backend.release(conn)
+    bios, authors = app.run(read)
     assert bios == [f"bio {i}" if i % 3 else None for i in range(300)]
     assert authors == [f"u{i}" for i in range(300)]
-    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    selects = log.starting_with("SELECT")
     assert len(selects) < 20, selects
 
 

@@ -43,6 +43,9 @@ class BlobStore:
         return self.directory / f"{rid % 256:02x}" / f"{rid}.blob"
 
     def write_temp(self, data: bytes) -> Path:
+        """Write ``data`` to a new temporary file in the store (same filesystem as the
+        blobs, so that :meth:`place` is an atomic rename)."""
+        name: str | None = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=self.directory)
@@ -51,16 +54,20 @@ class BlobStore:
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as exc:
-            raise StorageError(f"Cannot write a blob in {self.directory}: {exc}") from exc
+            if name is not None:
+                Path(name).unlink(missing_ok=True)
+            raise StorageError(f"Cannot write a blob in {self.directory}: {exc}", table=TABLE) from exc
         return Path(name)
 
     def place(self, temp: Path, rid: int) -> Path:
+        """Rename a complete temporary file to the blob's final path."""
         final = self.path(rid)
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(temp, final)
         except OSError as exc:
-            raise StorageError(f"Cannot store blob {final}: {exc}") from exc
+            raise StorageError(f"Cannot store blob {final}: {exc}", table=TABLE) from exc
+        _sync_directory(final.parent)
         return final
 
     def remove(self, rid: int) -> None:
@@ -75,7 +82,7 @@ class BlobStore:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise StorageError(f"Cannot read blob {self.path(rid)}: {exc}") from exc
+            raise StorageError(f"Cannot read blob {self.path(rid)}: {exc}", table=TABLE) from exc
 
     def url(self, id: str, rid: int) -> str:
         if self.url_base:
@@ -86,6 +93,22 @@ class BlobStore:
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
             self._tmpdir = None
+
+
+def _sync_directory(directory: Path) -> None:
+    # Make the rename itself durable before the row that names it commits.
+    if not hasattr(os, "O_DIRECTORY"):
+        return  # pragma: no cover - Windows has no directory fsync
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # pragma: no cover - best effort
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse
+        pass
+    finally:
+        os.close(fd)
 
 
 def _decode(tx: Transaction, id: Any) -> int:

@@ -62,7 +62,7 @@ import logging
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -242,7 +242,7 @@ class CronPlan(Plan):
         self.expression = text
         self.zone = zone
         self._hash_id = name.encode("utf-8")
-        start = datetime(2000, 1, 1, tzinfo=timezone.utc)
+        start = datetime(2000, 1, 1, tzinfo=UTC)
         try:
             it = croniter(text, start, hash_id=self._hash_id)
         except (CroniterError, ValueError, KeyError, TypeError, IndexError) as exc:
@@ -284,7 +284,7 @@ class CronPlan(Plan):
         raise _fail(self.name, f'could not compute the next run of "{self.expression}"')  # pragma: no cover
 
     def _walls(self, start_ms: float) -> Any:
-        return croniter(self.expression, datetime.fromtimestamp(start_ms / 1000, timezone.utc), hash_id=self._hash_id)
+        return croniter(self.expression, datetime.fromtimestamp(start_ms / 1000, UTC), hash_id=self._hash_id)
 
     def _offsets(self, t: float) -> list[float]:
         # Zones change offset at most once in two days, so sampling a day apart sees every
@@ -661,12 +661,12 @@ def reconcile(app: App) -> None:
     def body(tx: Transaction, apply: bool) -> bool:
         changed = False
         rows = {r.name: r for r in _rows(tx)}
-        for row in rows.values():
-            if row.origin == "static" and row.name not in wanted:
+        for gone in rows.values():
+            if gone.origin == "static" and gone.name not in wanted:
                 changed = True
                 if apply:
-                    log.info("cron %r was removed from the code; it stops", row.name)
-                    _delete(tx, row)
+                    log.info("cron %r was removed from the code; it stops", gone.name)
+                    _delete(tx, gone)
         for name, want in wanted.items():
             row = rows.get(name)
             if apply:

@@ -8,10 +8,10 @@ indexed by state and due time).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from .fields import FieldSpec, field_spec
-from .ids import Id
+from .ids import IdRef
 from .schema import TableDef
 
 JOB_STATES = ("pending", "inProgress", "success", "failed", "canceled")
@@ -104,7 +104,7 @@ def system_tables() -> dict[str, TableDef]:
             "origin": _f(c, "origin", str),
             "next_run": _f(c, "next_run", float),
             "last_runs": _f(c, "last_runs", list, default=[]),
-            "current_job": _f(c, "current_job", Id["_scheduled_functions"] | None),
+            "current_job": _f(c, "current_job", Annotated[str, IdRef("_scheduled_functions")] | None),
         },
         is_system=True,
         shape=_shape_cron,

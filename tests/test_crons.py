@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -34,7 +34,6 @@ SECOND = 1000
 MINUTE = 60 * SECOND
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
-UTC = timezone.utc
 PARIS = ZoneInfo("Europe/Paris")
 NEW_YORK = ZoneInfo("America/New_York")
 
@@ -330,7 +329,7 @@ def test_a_week_of_weekday_9am_runs(app, crons, clock):
     assert [utc(t) for t in events(app, "backup")] == [datetime(2026, 1, 11, 2, tzinfo=UTC)]
     metrics = events(app, "metrics")
     assert len(metrics) == 7 * 24 and all(utc(t).minute == 15 for t in metrics)
-    assert all(b - a == HOUR for a, b in zip(metrics, metrics[1:]))
+    assert all(b - a == HOUR for a, b in zip(metrics, metrics[1:], strict=False))
     runs = cron_doc(app, "standup")["last_runs"]
     assert [r["state"] for r in runs] == ["success"] * 5
     assert [r["scheduled_time"] for r in runs] == [t for t in events(app, "standup")]
@@ -485,9 +484,9 @@ def test_a_skipped_wall_clock_time_runs_shifted_by_the_gap_and_a_repeated_one_on
 def test_crons_not_tied_to_an_hour_keep_real_time_rhythm_through_dst():
     for start, tz in [(ms(2026, 3, 28, 22), "Europe/Paris"), (ms(2026, 10, 24, 22), "Europe/Paris"), (ms(2026, 3, 8, 4), "America/New_York"), (ms(2026, 11, 1, 2), "America/New_York")]:
         hourly = series({"type": "hourly", "minute": 30}, tz, start, 8)
-        assert all(b - a == HOUR for a, b in zip(hourly, hourly[1:])), (tz, [utc(t) for t in hourly])
+        assert all(b - a == HOUR for a, b in zip(hourly, hourly[1:], strict=False)), (tz, [utc(t) for t in hourly])
         quarter = series({"type": "cron", "cron": "*/15 * * * *"}, tz, start, 32)
-        assert all(b - a == 15 * MINUTE for a, b in zip(quarter, quarter[1:])), tz
+        assert all(b - a == 15 * MINUTE for a, b in zip(quarter, quarter[1:], strict=False)), tz
     fall = series({"type": "hourly", "minute": 30}, "America/New_York", ms(2026, 11, 1, 4), 4)
     assert [local(t, NEW_YORK) for t in fall] == ["2026-11-01 00:30 EDT", "2026-11-01 01:30 EDT", "2026-11-01 01:30 EST", "2026-11-01 02:30 EST"]
     # ... while a cron at fixed hours runs once per local time.
@@ -510,7 +509,7 @@ def test_hourly_in_new_york_runs_every_real_hour_on_the_25_hour_day(app, crons, 
     drive(app, clock, ms(2026, 11, 2, 0, 0, tz=NEW_YORK) - 1)
     runs = events(app)
     assert len(runs) == 24  # 01:00 .. 23:00 local, 01:00 twice
-    assert all(b - a == HOUR for a, b in zip(runs, runs[1:]))
+    assert all(b - a == HOUR for a, b in zip(runs, runs[1:], strict=False))
     assert [local(t, NEW_YORK)[11:] for t in runs[:3]] == ["01:00 EDT", "01:00 EST", "02:00 EST"]
 
 

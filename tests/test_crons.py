@@ -433,7 +433,7 @@ def test_crons_run_with_no_identity_and_their_jobs_are_ordinary_jobs(app, crons,
     assert [e.what for e in app.run(lambda ctx: ctx.table("events").collect())] == ["None"]
     jobs = app.run(lambda ctx: ctx.db.system.query("_scheduled_functions").collect())
     assert len(jobs) == 1 and jobs[0]["name"] == who.name and jobs[0]["args"] == {}
-    assert "cron" not in jobs[0]
+    assert jobs[0]["state"] == {"kind": "success"} and jobs[0]["scheduled_time"] == clock.now()
 
 
 # -- time zones and daylight saving -------------------------------------------------------------
@@ -791,5 +791,24 @@ def test_two_worker_processes_never_run_an_occurrence_twice(backend, db_url, clo
         jobs = app.run(lambda ctx: ctx.table("_scheduled_functions").collect())
         assert len(jobs) == len(ticks) == 3 * steps - 1
         assert all(j.state.kind == "success" for j in jobs)
+    finally:
+        app.close()
+
+
+def test_a_running_worker_fires_crons_registered_after_it_started(backend, db_url, clock):
+    if backend == "memory":
+        pytest.skip("the worker test uses a database several connections can share")
+    from tests.pg import wait_for
+
+    app = App(schema, db_url, clock=clock)  # no crons in code
+    f = Fns(app, clock)
+    start = clock.now()
+    try:
+        with app.worker():
+            app.run(lambda ctx: ctx.crons.interval("poll", {"minutes": 1}, f.log, {"what": "poll"}))
+            assert wait_for(lambda: events(app) == [start])
+            # The worker sleeps until the next occurrence; moving the clock wakes it.
+            clock.advance(MINUTE)
+            assert wait_for(lambda: events(app) == [start, start + MINUTE])
     finally:
         app.close()

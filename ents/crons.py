@@ -205,6 +205,8 @@ class Plan:
 
 
 class IntervalPlan(Plan):
+    """Every ``ms`` milliseconds, counted from the cron's first run."""
+
     def __init__(self, ms: float) -> None:
         self.ms = ms
 
@@ -470,6 +472,8 @@ def cron_jobs() -> CronJobs:
 
 @dataclass
 class Row:
+    """A ``_cron_jobs`` row as stored (``current_job`` is the job's row key)."""
+
     rid: int
     name: str
     schedule: dict[str, Any]

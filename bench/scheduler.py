@@ -337,7 +337,7 @@ def huey_drain(d: str, sync: str, n: int, out: dict[str, Any]) -> float:
 
 def build(section: Section, args: Any) -> None:
     syncs = [s.strip().upper() for s in args.sync.split(",") if s.strip()]
-    rounds = args.rounds or 1
+    rounds = args.rounds or (1 if args.quick else 2)
     n_ents = args.jobs or (5000 if args.quick else 100_000)
     sizes = {
         "NORMAL": {"raw1": args.raw_jobs or (5000 if args.quick else 100_000), "huey": args.huey_jobs or (1000 if args.quick else 20_000)},

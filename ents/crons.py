@@ -655,8 +655,6 @@ def reconcile(app: App) -> None:
     Called whenever scheduling starts. Raises for a cron whose target is unknown, a query,
     or does not take its arguments, before anything is changed.
     """
-    # Crons may be registered at run time by any process, so the worker always looks.
-    app._runtime_crons_seen = True  # type: ignore[attr-defined]
     crons = app.crons
     if crons is not None and not isinstance(crons, CronJobs):
         raise SchedulerError(f"App(crons=...) takes the result of cron_jobs(), got {type(crons).__name__}")
@@ -841,7 +839,6 @@ class RuntimeCrons(CronBuilder):
         if row is not None and row.origin == "static":
             raise _static(cron.name, "replaced")
         _apply(tx, row, cron.name, wanted, "runtime")
-        tx.app._runtime_crons_seen = True  # type: ignore[attr-defined]
         stored = _by_name(tx, cron.name)
         assert stored is not None
         return tx.rt(CRONS).encode_rid(stored.rid)

@@ -58,6 +58,15 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+class _JobFailed(Exception):
+    """A job failed in a batch run without savepoints: roll back and run the batch again."""
+
+    def __init__(self, rid: int, error: str) -> None:
+        super().__init__(error)
+        self.rid = rid
+        self.error = error
+
+
 class Executor:
     """Claims and runs jobs; shared by workers and the testing helpers."""
 
@@ -65,6 +74,12 @@ class Executor:
         self.app = app
         self.owner = owner
         self.lease_ms = lease_ms
+        # Action jobs this executor claimed and has not finished. Only their leases are
+        # renewed: a job under our name that is not in here was claimed by a transaction
+        # whose outcome we never learned (e.g. the connection dropped during COMMIT) or
+        # could not be finished; it must expire and be recovered, not be kept alive.
+        self._held: set[int] = set()
+        self._held_lock = threading.Lock()
         d = app.backend.dialect
         q = d.q
         p = d.param
@@ -82,11 +97,20 @@ class Executor:
     # -- mutations --------------------------------------------------------------------
 
     def run_due_mutations(self, limit: int = 100, budget_s: float = 0.05) -> int:
-        """Run due mutation jobs in one transaction (each in a savepoint); returns how many."""
+        """Run due mutation jobs in one transaction (group commit); returns how many ran.
+
+        Where savepoints are cheap (SQLite) each job runs in its own savepoint, so a
+        failing job rolls back alone. Where each savepoint costs a round trip
+        (PostgreSQL) jobs run without them: when one fails, the whole batch rolls back and
+        is run again with that job recorded as failed. Mutations are transactions, so
+        running one again after a rollback is safe (it is how conflicts are retried too).
+        """
         app = self.app
         q, p = self._q, self._p
         jobs = q(JOBS)
         finished: list[tuple[str | None, int, str, str | None]] = []
+        known_failures: dict[int, str] = {}
+        savepoints = app.backend.dialect.cheap_savepoints
 
         def body(tx: Transaction) -> int:
             finished.clear()
@@ -98,7 +122,10 @@ class Executor:
             for n, (rid, name, args_text, cron, _attempts, _log) in enumerate(rows):
                 if n and time.monotonic() - started > budget_s:
                     break
-                error = self._run_mutation_job(tx, rid, name, args_text)
+                if rid in known_failures:
+                    error: str | None = known_failures[rid]
+                else:
+                    error = self._run_mutation_job(tx, rid, name, args_text, savepoints)
                 if error is None:
                     succeeded.append(rid)
                 else:
@@ -118,10 +145,17 @@ class Executor:
             self._crons_done(tx, finished)
             return len(finished)
 
-        return app._transact(body, write=True, function="scheduler")  # type: ignore[no-any-return]
+        while True:
+            try:
+                return app._transact(body, write=True, function="scheduler")  # type: ignore[no-any-return]
+            except _JobFailed as failed:
+                known_failures[failed.rid] = failed.error
 
-    def _run_mutation_job(self, tx: Transaction, rid: int, name: str, args_text: str) -> str | None:
-        """Run one job's mutation inside the batch transaction; its error message, or None."""
+    def _run_mutation_job(self, tx: Transaction, rid: int, name: str, args_text: Any, savepoint: bool = True) -> str | None:
+        """Run one job's mutation inside the batch transaction; its error message, or None.
+
+        Without a savepoint a failure raises _JobFailed, which aborts the batch.
+        """
         tx.scheduled_count = 0
         tx.scheduled_bytes = 0
         tx.function = name
@@ -130,19 +164,27 @@ class Executor:
         tx.origin_canceled = None
         dialect = tx.dialect
         try:
-            with tx.savepoint():
-                fdef = self._resolve(name, "mutation")
-                kwargs = fdef.validate_args(_json(args_text))
-                result = fdef.handler(MutationCtx(tx), **kwargs)
-                fdef.validate_result(result)
+            if savepoint:
+                with tx.savepoint():
+                    self._call_mutation(tx, name, args_text)
+            else:
+                self._call_mutation(tx, name, args_text)
         except ConflictRace:
             raise
         except Exception as exc:
             if dialect.classify(exc) in ("transient", "connection"):
                 raise
             log.info("scheduled mutation %s (%s) failed: %s", name, rid, exc)
+            if not savepoint:
+                raise _JobFailed(rid, error_message(exc)) from exc
             return error_message(exc)
         return None
+
+    def _call_mutation(self, tx: Transaction, name: str, args_text: Any) -> None:
+        fdef = self._resolve(name, "mutation")
+        kwargs = fdef.validate_args(_json(args_text))
+        result = fdef.handler(MutationCtx(tx), **kwargs)
+        fdef.validate_result(result)
 
     def _resolve(self, name: str, kind: str) -> FunctionDef:
         fdef = self.app.functions.resolve(name)
@@ -177,10 +219,20 @@ class Executor:
                 )
             return [tuple(r) for r in rows]
 
-        return self.app._transact(body, write=True, function="scheduler")  # type: ignore[no-any-return]
+        jobs: list[tuple[Any, ...]] = self.app._transact(body, write=True, function="scheduler")
+        with self._held_lock:
+            self._held.update(int(j[0]) for j in jobs)
+        return jobs
 
     def run_action_job(self, job: tuple[Any, ...]) -> None:
         """Run a claimed action job to completion and record its outcome."""
+        try:
+            self._run_action_job(job)
+        finally:
+            with self._held_lock:
+                self._held.discard(int(job[0]))
+
+    def _run_action_job(self, job: tuple[Any, ...]) -> None:
         rid, name, args_text, cron, attempts, attempt_log = job
         attempt = int(attempts or 0) + 1
         started = self.app.clock.now()
@@ -196,7 +248,7 @@ class Executor:
             log.info("scheduled action %s (%s) failed: %s", name, rid, message)
             retry = fdef.retry if fdef is not None else None
             if retry is not None and attempt < retry.max_attempts and not isinstance(exc, NonRetryableError):
-                self._retry_later(rid, cron, attempt, attempt_log, message, started, retry.delay_ms(attempt, random.random()))
+                self._retry_later(rid, cron, attempt, attempt_log, message, started, retry.delay_ms(attempt, random.random()), fdef)
             else:
                 self._finish_action(rid, cron, "failed", message, attempt, attempt_log, started, fdef)
             return
@@ -235,7 +287,9 @@ class Executor:
 
         self.app._transact(body, write=True, function="scheduler")
 
-    def _retry_later(self, rid: int, cron: str | None, attempt: int, attempt_log: Any, error: str, started: float, delay_ms: float) -> None:
+    def _retry_later(
+        self, rid: int, cron: str | None, attempt: int, attempt_log: Any, error: str, started: float, delay_ms: float, fdef: FunctionDef
+    ) -> None:
         q, p = self._q, self._p
 
         def body(tx: Transaction) -> None:
@@ -250,15 +304,28 @@ class Executor:
             if cur.rowcount:
                 tx.note_new_job(tx.now + delay_ms)
                 self.app.backend.notify(tx.conn, "jobs")
+            return bool(cur.rowcount)
 
-        self.app._transact(body, write=True, function="scheduler")
+        if not self.app._transact(body, write=True, function="scheduler"):
+            # Canceled while this attempt ran (or the lease was lost): no retry. Record the
+            # attempt and release the lease as for a final outcome; a canceled job stays
+            # canceled, and a lost lease is left to whoever took the job over.
+            self._finish_action(rid, cron, "failed", error, attempt, attempt_log, started, fdef)
 
     def renew_leases(self) -> None:
+        """Extend the leases of the action jobs this executor is running (and only those)."""
         q, p = self._q, self._p
+        with self._held_lock:
+            held = sorted(self._held)
+        if not held:
+            return
         self.app._transact(
-            lambda tx: tx.execute(
-                f"UPDATE {q(JOBS)} SET {q('lease_expires')} = {p} WHERE {q('lease_owner')} = {p} AND {q('state')} = 'inProgress'",
-                (tx.now + self.lease_ms, self.owner),
+            lambda tx: tx.run_in_chunks(
+                f"UPDATE {q(JOBS)} SET {q('lease_expires')} = {p}",
+                q("_rid"),
+                held,
+                where=f"{q('lease_owner')} = {p} AND {q('state')} = 'inProgress'",
+                params=(tx.now + self.lease_ms, self.owner),
             ),
             write=True,
             function="scheduler",
@@ -278,10 +345,15 @@ class Executor:
             )
             n = 0
             finished: list[tuple[str | None, int, str, str | None]] = []
+            with self._held_lock:
+                held = set(self._held)
             for rid, name, owner, expires, attempts, attempt_log, cron in rows:
                 if owner == self.owner:
-                    continue
-                if not (expires is None or expires < tx.now or _owner_dead(owner)):
+                    # Ours but not running here (its claim's outcome was lost): it is
+                    # abandoned once its lease, no longer renewed, runs out.
+                    if rid in held or not (expires is None or expires < tx.now):
+                        continue
+                elif not (expires is None or expires < tx.now or _owner_dead(owner)):
                     continue
                 retry = None
                 try:
@@ -299,6 +371,7 @@ class Executor:
                         (due, dumps(entries), rid),
                     )
                     tx.note_new_job(due)
+                    app.backend.notify(tx.conn, "jobs")  # other processes' workers too
                 else:
                     tx.execute(
                         f"UPDATE {q(JOBS)} SET {q('state')} = 'failed', {q('error')} = {p}, {q('completed_time')} = {p}, "
@@ -398,15 +471,11 @@ def _is_zombie(pid: int) -> bool:
 
 
 def _crons_fire(app: App) -> int:
-    if app.crons is None and not _has_runtime_crons(app):
-        return 0
+    # Always asked: crons registered at run time (ctx.crons, maybe by another process)
+    # must fire even when the App defines none. Costs one indexed read when none are due.
     from .crons import fire_due
 
     return fire_due(app)
-
-
-def _has_runtime_crons(app: App) -> bool:
-    return getattr(app, "_runtime_crons_seen", False)
 
 
 def _reconcile(app: App) -> None:

@@ -83,6 +83,8 @@ class Dialect:
     max_params = 999
     #: several processes may run workers against the same database
     multi_process = True
+    #: savepoints cost nothing worth saving (in-process SQLite) vs a round trip each
+    cheap_savepoints = True
     #: whether indexes must list the row key explicitly (SQLite adds its rowid implicitly)
     index_includes_rid = False
     #: the driver's exception classes (wrapped in DatabaseError when they escape)

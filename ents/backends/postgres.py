@@ -57,6 +57,7 @@ class PostgresDialect(Dialect):
     mod_op = "%%"
     driver_errors = (psycopg.Error,)
     index_includes_rid = True
+    cheap_savepoints = False
 
     def json_extract(self, column_sql: str, path: Sequence[str], params: list[Any]) -> str:
         params.append(list(path))

@@ -20,7 +20,16 @@ import sys
 import tempfile
 import time
 
-from .common import HERE, REPO, Section, environment, fmt_ratio, fmt_value, progress, section_markdown
+from .common import (
+    HERE,
+    REPO,
+    Section,
+    environment,
+    fmt_ratio,
+    fmt_value,
+    progress,
+    section_markdown,
+)
 
 BENCHMARKS = [
     ("read_path", "Read path: 1:1 edge resolved in map"),

@@ -25,7 +25,18 @@ import time
 from collections import Counter
 from typing import Any
 
-from .common import Row, Section, Table, Target, ents_url, parser, percentile, progress, run_main, temp_dir
+from .common import (
+    Row,
+    Section,
+    Table,
+    Target,
+    ents_url,
+    parser,
+    percentile,
+    progress,
+    run_main,
+    temp_dir,
+)
 
 FUTURE_MS = 50.0
 

@@ -23,7 +23,18 @@ import threading
 import time
 from typing import Any
 
-from .common import Row, Section, Table, Target, ents_url, parser, progress, rss_mib, run_main, temp_dir
+from .common import (
+    Row,
+    Section,
+    Table,
+    Target,
+    ents_url,
+    parser,
+    progress,
+    rss_mib,
+    run_main,
+    temp_dir,
+)
 
 DAY_MS = 24 * 3600 * 1000
 SYNC = "NORMAL"

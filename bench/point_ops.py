@@ -38,8 +38,8 @@ from .common import (
     median,
     parser,
     progress,
-    raw_connect,
     ratio,
+    raw_connect,
     run_main,
     temp_dir,
 )

@@ -41,8 +41,8 @@ from .common import (
     median,
     parser,
     progress,
-    raw_connect,
     ratio,
+    raw_connect,
     run_main,
     temp_dir,
 )
@@ -352,10 +352,10 @@ def build(section: Section, args: Any) -> None:
             sz = sizes.get(sync, sizes["FULL"])
             contenders: dict[str, tuple[int, Callable[[dict[str, Any]], float]]] = {
                 "ents app.worker()": (n_ents, lambda out, sync=sync: ents_drain(d, sync, n_ents, out)),
-                "raw sqlite3 (1): 1 job per transaction": (sz["raw1"], lambda out, sync=sync: raw_drain(d, sync, sz["raw1"], False, out)),
+                "raw sqlite3 (1): 1 job per transaction": (sz["raw1"], lambda out, sync=sync, sz=sz: raw_drain(d, sync, sz["raw1"], False, out)),
                 f"raw sqlite3 (2): {RAW_BATCH} jobs per transaction, savepoint each": (
                     n_ents, lambda out, sync=sync: raw_drain(d, sync, n_ents, True, out)),
-                "Huey SqliteHuey, 1 thread worker": (sz["huey"], lambda out, sync=sync: huey_drain(d, sync, sz["huey"], out)),
+                "Huey SqliteHuey, 1 thread worker": (sz["huey"], lambda out, sync=sync, sz=sz: huey_drain(d, sync, sz["huey"], out)),
             }
             rates: dict[str, list[float]] = {k: [] for k in contenders}
             details: dict[str, str] = {}

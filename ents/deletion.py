@@ -148,6 +148,8 @@ def soft_delete(tx: Transaction, rt: TableRuntime, rids: list[int]) -> None:
 
 
 class _Budget:
+    """How many more rows one step may delete (or unset)."""
+
     __slots__ = ("left",)
 
     def __init__(self, n: int) -> None:
@@ -155,20 +157,21 @@ class _Budget:
 
 
 def scheduled_delete_step(tx: Transaction, table: str, id: str, deletion_time: float, batch: int) -> bool:
-    """One bounded step of a scheduled deletion; True when the ent is fully deleted.
+    """One bounded step of a scheduled deletion; True when nothing is left to do.
 
     Does nothing when the ent is already gone or its ``deletion_time`` changed (the
-    deletion was undone, or redone later and will be finished by that later job).
+    deletion was undone, or redone later and will be finished by that later job). A step
+    deletes at most ``batch`` rows below the ent, deepest first; the step that finds
+    nothing left below it hard-deletes the ent itself, which (like any hard delete)
+    cancels its linked jobs and deletes its linked files.
     """
     rt = tx.rt(table)
     rid = tx.app.codec.decode_for(table, id)
-    row = tx.fetchone(
-        f"SELECT {tx.dialect.q('deletion_time')} FROM {rt.q_table} WHERE {tx.dialect.q('_rid')} = {tx.dialect.param}",
-        (rid,),
-    )
+    d = tx.dialect
+    row = tx.fetchone(f"SELECT {d.q('deletion_time')} FROM {rt.q_table} WHERE {d.q('_rid')} = {d.param}", (rid,))
     if row is None or row[0] is None or float(row[0]) != float(deletion_time):
         return True
-    budget = _Budget(batch)
+    budget = _Budget(max(1, int(batch)))
     if not _delete_descendants(tx, rt, [rid], budget):
         return False
     hard_delete(tx, table, [rid])
@@ -176,7 +179,12 @@ def scheduled_delete_step(tx: Transaction, table: str, id: str, deletion_time: f
 
 
 def _delete_descendants(tx: Transaction, rt: TableRuntime, rids: list[int], budget: _Budget) -> bool:
-    """Delete what hangs off ``rids`` (deepest first) within the budget; True when done."""
+    """Delete what hangs off ``rids`` (deepest first) within the budget; True when done.
+
+    Children are found by "whatever still points at these ents", never by paging on
+    creation time, so rows created at the same instant cannot be skipped, and a step
+    that stops half-way simply finds the rest next time.
+    """
     q = tx.dialect.q
     d = tx.dialect
     for edge in rt.table.edges.values():
@@ -187,9 +195,10 @@ def _delete_descendants(tx: Transaction, rt: TableRuntime, rids: list[int], budg
                 while True:
                     if budget.left <= 0:
                         return False
-                    n = min(budget.left, d.batch_size)
                     cond, params = d.in_clause(q(col), rids)
-                    ids = [r[0] for r in tx.fetchall(f"SELECT {q('_rid')} FROM {q(edge.edge_table)} WHERE {cond} LIMIT {n}", params)]
+                    n = min(budget.left, d.batch_size)
+                    sql = f"SELECT {q('_rid')} FROM {q(edge.edge_table)} WHERE {cond} LIMIT {n}"
+                    ids = [r[0] for r in tx.fetchall(sql, params)]
                     if not ids:
                         break
                     tx.run_in_chunks(f"DELETE FROM {q(edge.edge_table)}", q("_rid"), ids)
@@ -201,21 +210,19 @@ def _delete_descendants(tx: Transaction, rt: TableRuntime, rids: list[int], budg
         while True:
             if budget.left <= 0:
                 return False
-            n = min(budget.left, d.batch_size)
             cond, params = d.in_clause(q(edge.field), rids)
-            kids = [
-                r[0]
-                for r in tx.fetchall(
-                    f"SELECT {q('_rid')} FROM {child.q_table} WHERE {cond} ORDER BY {q('_rid')} LIMIT {n}", params
-                )
-            ]
+            n = min(budget.left, d.batch_size)
+            sql = f"SELECT {q('_rid')} FROM {child.q_table} WHERE {cond} ORDER BY {q('_rid')} LIMIT {n}"
+            kids = [r[0] for r in tx.fetchall(sql, params)]
             if not kids:
                 break
             if edge.optional:
                 tx.run_in_chunks(f"UPDATE {child.q_table} SET {q(edge.field)} = NULL", q("_rid"), kids)
                 budget.left -= len(kids)
                 continue
-            if not _delete_descendants(tx, child, kids, budget):
-                return False
-            budget.left -= hard_delete(tx, child.name, kids)
+            # Required edges cannot form a cycle (an ent can only point at ents that
+            # already exist), so this walk always ends.
+            if not _delete_descendants(tx, child, kids, budget) or budget.left <= 0:
+                return False  # these children are deleted by a later step
+            budget.left -= hard_delete(tx, child.name, kids[: budget.left])
     return True

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -140,7 +141,7 @@ def store(tx: Transaction, data: Any, content_type: str | None = None) -> str:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    tx.after_rollback.append(lambda: blobs.remove(rid))
+    tx.after_rollback.append(partial(blobs.remove, rid))
     tx.touched()
     return rt.encode_rid(rid)
 
@@ -183,7 +184,7 @@ def delete_files(tx: Transaction, rids: list[int]) -> int:
     gone = [r[0] for r in tx.in_chunks(f"DELETE FROM {q(TABLE)}", q("_rid"), rids, suffix=f" RETURNING {q('_rid')}")]
     blobs: BlobStore = tx.app.blobs
     for rid in gone:
-        tx.after_commit.append(lambda rid=rid: blobs.remove(rid))
+        tx.after_commit.append(partial(blobs.remove, rid))
     tx.touched()
     return len(gone)
 

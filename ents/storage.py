@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import uuid
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,7 +50,11 @@ class BlobStore:
         name: str | None = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=self.directory)
+            # Not mkstemp: its 0600 mode would ignore the umask, and a blob is meant to be
+            # readable by whatever serves storage_url.
+            candidate = str(self.directory / f".upload-{uuid.uuid4().hex}.tmp")
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            name = candidate
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()

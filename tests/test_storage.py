@@ -274,6 +274,18 @@ def test_a_blob_appears_only_complete(app: Any, blob_dir: Path, monkeypatch: Any
     assert len(files(blob_dir)) == 1  # no temporary file is left behind
 
 
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_blobs_get_ordinary_file_permissions(app: Any) -> None:
+    """Readable by whatever serves storage_url, as the umask allows (not 0600)."""
+    old = os.umask(0o022)
+    try:
+        file_id = store(app, b"public")
+    finally:
+        os.umask(old)
+    path = url_path(app.run(lambda ctx: ctx.storage.get_url(file_id)))
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 def test_a_failed_write_leaves_no_row_and_no_file(app: Any, blob_dir: Path, monkeypatch: Any) -> None:
     store(app, b"first")
 

@@ -9,6 +9,7 @@ strict mode before the handler runs; the return value is checked when annotated.
 from __future__ import annotations
 
 import inspect
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,14 +38,24 @@ class RetryPolicy:
     jitter: float = 0.5
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+        # bool is an int subclass: RetryPolicy(max_attempts=True) is a mistake, not 1.
+        if type(self.max_attempts) is not int or self.max_attempts < 1:
             raise SchemaError(f"RetryPolicy.max_attempts must be a positive integer, got {self.max_attempts!r}")
+        for name in ("initial_backoff_ms", "base", "max_backoff_ms", "jitter"):
+            value = getattr(self, name)
+            # NaN passes every comparison below and would schedule a retry at time NaN.
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise SchemaError(f"RetryPolicy.{name} must be a finite number, got {value!r}")
         if self.initial_backoff_ms < 0 or self.max_backoff_ms < 0 or self.base < 1 or not 0 <= self.jitter <= 1:
             raise SchemaError("RetryPolicy needs backoffs >= 0, base >= 1 and 0 <= jitter <= 1")
 
     def delay_ms(self, attempt: int, rand: float) -> float:
         """Delay before the run after ``attempt`` (1-based) failed; ``rand`` in [0, 1)."""
-        raw = self.initial_backoff_ms * self.base ** (attempt - 1)
+        try:
+            raw = self.initial_backoff_ms * self.base ** (attempt - 1)
+        except OverflowError:
+            # base ** n overflows floats after ~1000 attempts; the cap applies long before.
+            raw = math.inf
         delay = min(raw, self.max_backoff_ms)
         return delay + delay * self.jitter * rand
 
@@ -75,6 +86,8 @@ class FunctionDef:
         self.is_async = inspect.iscoroutinefunction(handler)
         if self.is_async and kind != "action":
             raise SchemaError(f"Function `{self.name}`: only actions may be `async def`; {kind}s run inside a transaction")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise SchemaError(f"Function `{self.name}`: retry= takes a RetryPolicy(...), got {type(retry).__name__} {retry!r}")
         if retry is not None and kind != "action":
             raise SchemaError(f"Function `{self.name}`: retry policies are for actions (mutations are already retried)")
         self.retry = retry

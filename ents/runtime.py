@@ -83,13 +83,10 @@ class TableRuntime:
         for i, name in self.public:
             out[name] = decode(row, i)
         if self.table.shape is not None:
-            for name in self.table.hidden:
-                idx = self.col_index.get(name)
-                if idx is not None:
-                    out[name] = decode(row, idx)
+            # Hidden columns never reach the shape, so a shape may publish a key named like
+            # one of them (a job's "attempts" list, built from attempt_log, vs its hidden
+            # "attempts" counter) without that key being dropped afterwards.
             out = self.table.shape(out)
-            for name in self.table.hidden:
-                out.pop(name, None)
         return out
 
     # -- writing ---------------------------------------------------------------------

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import subprocess
 import time
 from collections import Counter
@@ -210,3 +211,55 @@ def test_every_crash_point_is_reached(url: str, tmp_path: Path) -> None:
     finally:
         procs.close()
         app.close()
+
+
+# -- lost commit replies (the worker lives on) ---------------------------------------------------
+
+
+def test_actions_claimed_by_a_commit_whose_reply_was_lost_are_not_stuck(make_app: Any) -> None:
+    """A claim can commit although the worker saw an error (the connection dropped during
+    COMMIT). The worker never runs those jobs; they must not stay ``inProgress`` under its
+    lease forever, even while it keeps renewing the leases of the actions it does run."""
+    from ents import DatabaseError, define_ent, define_ent_schema
+    from ents.clock import SystemClock
+
+    app = make_app(define_ent_schema({"events": define_ent({"what": str})}), clock=SystemClock())
+    ran: list[str] = []
+    release = threading.Event()
+
+    @app.internal_action(name="lost:slow")
+    def slow(ctx: Any) -> None:
+        release.wait(30)
+
+    @app.internal_action(name="lost:quick")
+    def quick(ctx: Any, i: int) -> None:
+        ran.append(f"quick {i}")
+
+    worker = app.worker(lease_ms=300, housekeeping_interval=0.1)
+    lost: list[tuple[Any, ...]] = []
+    transact = app._transact
+
+    def transact_losing_one_reply(body: Any, **kwargs: Any) -> Any:
+        result = transact(body, **kwargs)
+        # The claim of the quick actions commits, but its caller sees the connection drop.
+        if kwargs.get("function") == "scheduler" and isinstance(result, list) and not lost:
+            if result and all(isinstance(r, tuple) and r[1] == "lost:quick" for r in result):
+                lost.extend(result)
+                raise DatabaseError("Lost the database connection while committing `scheduler`; it may or may not have been applied")
+        return result
+
+    app._transact = transact_losing_one_reply  # type: ignore[method-assign]
+    slow_id = app.run(lambda ctx: ctx.scheduler.run_after(0, slow, {}))
+    with worker:
+        assert wait_until(lambda: app.run(lambda ctx: ctx.db.system.get(slow_id))["state"]["kind"] == "inProgress", 30)
+        ids = app.run(lambda ctx: [ctx.scheduler.run_after(0, quick, {"i": i}) for i in range(3)])
+        assert wait_until(
+            lambda: all(app.run(lambda ctx: ctx.db.system.get(i))["state"]["kind"] == "failed" for i in ids), timeout=60
+        ), [app.run(lambda ctx: ctx.db.system.get(i)) for i in ids]
+        # The action that really runs keeps its lease meanwhile (it is not "recovered").
+        assert app.run(lambda ctx: ctx.db.system.get(slow_id))["state"]["kind"] == "inProgress"
+        release.set()
+        assert wait_until(lambda: app.run(lambda ctx: ctx.db.system.get(slow_id))["state"]["kind"] == "success", 30)
+    assert lost and ran == []
+    for i in ids:
+        assert app.run(lambda ctx: ctx.db.system.get(i))["state"]["error"] == TRANSIENT_ACTION_ERROR

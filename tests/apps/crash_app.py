@@ -25,7 +25,7 @@ import signal
 import time
 from typing import Any
 
-from ents import App, cron_jobs, define_ent, define_ent_schema
+from ents import App, RetryPolicy, cron_jobs, define_ent, define_ent_schema
 
 schema = define_ent_schema(
     {
@@ -158,6 +158,20 @@ def make_app(url: str | None = None, *, with_cron: bool = True) -> App:
         time.sleep(seconds)
         ctx.run_mutation("crash:record", {"key": f"act-{key}"})
         log_line(f"end {key}")
+
+    def retrying(ctx: Any, key: str) -> None:
+        log_line(f"start {key}")
+        maybe_die("action")
+        ctx.run_mutation("crash:record", {"key": f"act-{key}"})
+        log_line(f"end {key}")
+
+    # Retried actions: at least once, at most max_attempts, also across worker crashes.
+    app.internal_action(retrying, name="crash:retry_act3", retry=RetryPolicy(max_attempts=3, initial_backoff_ms=50))
+    app.internal_action(retrying, name="crash:retry_act2", retry=RetryPolicy(max_attempts=2, initial_backoff_ms=50))
+
+    @app.mutation(name="crash:schedule_retry")
+    def schedule_retry(ctx: Any, key: str, max_attempts: int) -> str:
+        return ctx.scheduler.run_after(0, f"crash:retry_act{max_attempts}", {"key": key})
 
     @app.internal_mutation(name="crash:record")
     def record(ctx: Any, key: str) -> None:

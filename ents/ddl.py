@@ -58,9 +58,26 @@ def index_sql_name(table: str, index: str) -> str:
     return name
 
 
-def index_statements(t: TableDef, q: Callable[[str], str], term: Callable[[str], str], include_rid: bool = False) -> dict[str, str]:
-    """CREATE INDEX statements by SQL index name, for every index of ``t``."""
+def index_statements(
+    t: TableDef,
+    q: Callable[[str], str],
+    term: Callable[[str], str],
+    include_rid: bool = False,
+    json_expr: Callable[[str], str] | None = None,
+) -> dict[str, str]:
+    """CREATE INDEX statements by SQL index name, for every index of ``t``.
+
+    ``json_expr`` turns a JSON column into the expression queries order it by, so that
+    the index on that expression serves them.
+    """
     out: dict[str, str] = {}
+
+    def key(field: str) -> str:
+        spec = t.fields.get(field)
+        if json_expr is not None and spec is not None and spec.kind == "json":
+            return json_expr(q(field))
+        return q(field)
+
     tq = q(t.name)
     if not t.is_edge_table:
         name = index_sql_name(t.name, "by_creation_time")
@@ -72,7 +89,7 @@ def index_statements(t: TableDef, q: Callable[[str], str], term: Callable[[str],
         out[name] = f"CREATE UNIQUE INDEX IF NOT EXISTS {q(name)} ON {tq} ({cols})"
     for iname, fields in t.indexes.items():
         name = index_sql_name(t.name, iname)
-        cols = ", ".join(term(q(f)) for f in fields)
+        cols = ", ".join(term(key(f)) for f in fields)
         if not t.is_edge_table:
             cols += f", {term(q('_creation_time'))}"
             if include_rid:
@@ -113,6 +130,7 @@ def plan(
     q: Callable[[str], str],
     term: Callable[[str], str],
     include_rid: bool = False,
+    json_expr: Callable[[str], str] | None = None,
 ) -> tuple[list[str], list[tuple[str, tuple[Any, ...]]]]:
     """Statements that bring the database to ``tables``: DDL, then backfills (sql, params)."""
     ddl: list[str] = []
@@ -120,7 +138,7 @@ def plan(
     metadata = sa.MetaData()
     for t in tables.values():
         table = sa_table(t, metadata, json_type)
-        wanted_indexes = index_statements(t, q, term, include_rid)
+        wanted_indexes = index_statements(t, q, term, include_rid, json_expr)
         if t.name not in existing.tables:
             ddl.append(str(CreateTable(table).compile(dialect=dialect)).strip())
             ddl.extend(wanted_indexes.values())
@@ -239,7 +257,16 @@ def sync_schema(backend: Any, tables: dict[str, TableDef]) -> dict[str, int]:
                 several_rows,
                 duplicate,
             )
-            ddl, backfills = plan(tables, intro, backend.sa_dialect(), backend.json_type(), q, d.index_term, d.index_includes_rid)
+            ddl, backfills = plan(
+                tables,
+                intro,
+                backend.sa_dialect(),
+                backend.json_type(),
+                q,
+                d.index_term,
+                d.index_includes_rid,
+                getattr(d, "json_sort_expr", None),
+            )
             for stmt in ddl:
                 conn.execute(stmt)
             codec = IdCodec(numbers)

@@ -338,16 +338,17 @@ def compile_range(rt: TableRuntime, index: str, fields: tuple[str, ...], fn: Cal
     params: list[Any] = []
     c = _Compiler(rt, alias)
     for name, value in builder.eqs:
-        col = c.column(name)
+        col = rt.index_expr(name, c.column(name))
         if value is None:
             conds.append(f"{col} IS NULL")
         else:
-            conds.append(f"{col} = {rt.dialect.param}")
-            params.append(rt.filter_value(name, value))
+            mark, param = rt.index_param(name, value)
+            conds.append(f"{col} = {mark}")
+            params.append(param)
     for bound in (builder.lower, builder.upper):
         if bound is None:
             continue
-        col = c.column(bound.field)
+        col = rt.index_expr(bound.field, c.column(bound.field))
         if bound.value is None:
             # NULL sorts first: x > NULL means "x is set"; x < NULL matches nothing.
             if bound.op in (">", ">="):
@@ -355,9 +356,10 @@ def compile_range(rt: TableRuntime, index: str, fields: tuple[str, ...], fn: Cal
             else:
                 conds.append("1=0" if bound.op == "<" else f"{col} IS NULL")
             continue
-        cond = f"{col} {bound.op} {rt.dialect.param}"
+        mark, param = rt.index_param(bound.field, bound.value)
+        cond = f"{col} {bound.op} {mark}"
         if bound.op in ("<", "<="):
             cond = f"({col} IS NULL OR {cond})"
         conds.append(cond)
-        params.append(rt.filter_value(bound.field, bound.value))
+        params.append(param)
     return conds, params

@@ -353,9 +353,10 @@ class Query:
             resolved = self._rt.table.resolve_index(self._index)
             assert resolved is not None
             for f in resolved[1]:
-                cols.append(f"t.{q(f)}")
+                cols.append(self._rt.index_expr(f, f"t.{q(f)}"))
                 spec = self._rt.table.fields[f]
-                nullable.append(spec.nullable or spec.has_default)
+                # JSON fields may hold null (Any, unions with None) without being Optional.
+                nullable.append(spec.nullable or spec.has_default or spec.kind == "json")
         cols += [f"t.{q('_creation_time')}", f"t.{q('_rid')}"]
         nullable += [False, False]
         return cols, nullable
@@ -392,7 +393,8 @@ class Query:
         source, conds, params, _ = self._base()
         cols, nullable = self._order_columns()
         if after is not None:
-            c, p = keyset(d, cols, nullable, after, self._desc)
+            values, marks = self._cursor_params(after)
+            c, p = keyset(d, cols, nullable, values, self._desc, marks)
             conds.append(c)
             params += p
         if upper_rid is not None:
@@ -413,13 +415,36 @@ class Query:
     def _extra_columns(self) -> list[str]:
         return []
 
+    def _index_fields(self) -> tuple[str, ...]:
+        if self._index is None or self._index == "by_creation_time":
+            return ()
+        resolved = self._rt.table.resolve_index(self._index)
+        assert resolved is not None
+        return resolved[1]
+
     def _key_of(self, row: tuple[Any, ...]) -> list[Any]:
         rt = self._rt
-        if self._index is not None and self._index != "by_creation_time":
-            resolved = rt.table.resolve_index(self._index)
-            assert resolved is not None
-            return [row[rt.col_index[f]] for f in resolved[1]] + [row[1], row[0]]
+        fields = self._index_fields()
+        if fields:
+            return [rt.key_value(f, row[rt.col_index[f]]) for f in fields] + [row[1], row[0]]
         return [row[1], row[0]]
+
+    def _cursor_params(self, after: list[Any]) -> tuple[list[Any], list[str] | None]:
+        """Cursor values as parameters, with the placeholder each needs (None: all plain)."""
+        fields = self._index_fields()
+        if not fields or not any(self._rt.is_json(f) for f in fields) or len(after) != len(fields) + 2:
+            return after, None
+        values: list[Any] = []
+        marks: list[str] = []
+        for f, v in zip(fields, after, strict=False):
+            if v is not None and self._rt.is_json(f):
+                mark, v = self._rt.dialect.json_value_param(v)
+            else:
+                mark = self._rt.dialect.param
+            values.append(v)
+            marks.append(mark)
+        rest = after[len(fields) :]
+        return values + rest, marks + [self._rt.dialect.param] * len(rest)
 
     def _row_of(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
         return row
@@ -573,18 +598,21 @@ class Query:
         return key
 
 
-def keyset(d: Any, cols: list[str], nullable: list[bool], values: list[Any], desc: bool) -> tuple[str, list[Any]]:
+def keyset(
+    d: Any, cols: list[str], nullable: list[bool], values: list[Any], desc: bool, marks: list[str] | None = None
+) -> tuple[str, list[Any]]:
     """Condition selecting rows strictly after ``values`` in the order of ``cols``.
 
     NULL sorts first ascending (and last descending). When no NULL can be involved a
     row-value comparison is used, which both databases answer from the index.
+    ``marks`` gives each value's placeholder when some need a cast (JSON).
     """
     if len(values) != len(cols):
         raise ValidationError("Invalid pagination cursor (it does not match this query)")
-    p = d.param
+    mark = marks or [d.param] * len(cols)
     if not any(v is None for v in values) and not (desc and any(nullable)):
         lhs = "(" + ", ".join(cols) + ")"
-        rhs = "(" + ", ".join([p] * len(cols)) + ")"
+        rhs = "(" + ", ".join(mark) + ")"
         return f"{lhs} {'<' if desc else '>'} {rhs}", list(values)
     terms: list[str] = []
     params: list[Any] = []
@@ -595,22 +623,22 @@ def keyset(d: Any, cols: list[str], nullable: list[bool], values: list[Any], des
             if values[j] is None:
                 parts.append(f"{cols[j]} IS NULL")
             else:
-                parts.append(f"{cols[j]} = {p}")
+                parts.append(f"{cols[j]} = {mark[j]}")
                 part_params.append(values[j])
         v = values[i]
         if not desc:
             if v is None:
                 parts.append(f"{cols[i]} IS NOT NULL")
             else:
-                parts.append(f"{cols[i]} > {p}")
+                parts.append(f"{cols[i]} > {mark[i]}")
                 part_params.append(v)
         else:
             if v is None:
                 continue  # nothing sorts after NULL in descending order
             if nullable[i]:
-                parts.append(f"({cols[i]} < {p} OR {cols[i]} IS NULL)")
+                parts.append(f"({cols[i]} < {mark[i]} OR {cols[i]} IS NULL)")
             else:
-                parts.append(f"{cols[i]} < {p}")
+                parts.append(f"{cols[i]} < {mark[i]}")
             part_params.append(v)
         terms.append("(" + " AND ".join(parts) + ")")
         params += part_params
@@ -731,8 +759,16 @@ class TableQuery(Query):
                 f"got {len(values)} values",
                 table=rt.name,
             )
-        eqs = tuple((f, rt.filter_value(f, v)) for f, v in zip(fields, values, strict=False))
-        return Query(self._tx, rt, index=canonical, eq=eqs)
+        pairs = list(zip(fields, values, strict=False))
+        for f, v in pairs:
+            rt.filter_value(f, v)  # type errors are reported now, not when the query runs
+
+        def range_fn(q: Any) -> Any:
+            for f, v in pairs:
+                q = q.eq(f, v)
+            return q
+
+        return Query(self._tx, rt, index=canonical, range_fn=range_fn)
 
     def get_many(self, *args: Any) -> list[Ent | None]:
         """``get_many(ids)`` or ``get_many(index, values)``: results in order, None where missing."""
@@ -755,6 +791,9 @@ class TableQuery(Query):
                 table=rt.name,
             )
         field = resolved[1][0]
+        if rt.is_json(field):
+            # Values stored as JSON compare through an expression; look them up one by one.
+            return [self._by_index(name, [v]).unique() for v in values]
         keys = [rt.filter_value(field, v) for v in values]
         rows = fetch_rows(tx, rt, field, list({k for k in keys if k is not None}))
         col = rt.col_index[field]

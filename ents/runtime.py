@@ -165,6 +165,33 @@ class TableRuntime:
             return dumps(value) if isinstance(value, str) else value
         return self.to_db(spec, value)
 
+    def is_json(self, name: str) -> bool:
+        spec = self.table.fields.get(name)
+        return spec is not None and spec.kind == "json"
+
+    def index_expr(self, name: str, column_sql: str) -> str:
+        """What an index orders ``name`` by: the column, or for JSON the value it encodes."""
+        if self.is_json(name):
+            return json_sort_expr(self.dialect, column_sql)
+        return column_sql
+
+    def index_param(self, name: str, value: Any) -> tuple[str, Any]:
+        """Placeholder and parameter comparing ``value`` with :meth:`index_expr` of ``name``."""
+        if self.is_json(name) and value is not None:
+            try:
+                value = normalize(value, f"{self.name}.{name}")
+            except ValidationError as exc:
+                exc.table = exc.table or self.name
+                raise
+            return self.dialect.json_value_param(value)
+        return self.dialect.param, self.filter_value(name, value)
+
+    def key_value(self, name: str, raw: Any) -> Any:
+        """A row's stored value of ``name`` as a pagination cursor keeps it (JSON-safe)."""
+        if raw is not None and self.is_json(name) and not self.dialect.native_json:
+            return loads(raw)
+        return raw
+
     def insert_sql(self, columns: tuple[str, ...]) -> str:
         sql = self._insert_sql.get(columns)
         if sql is None:
@@ -185,6 +212,17 @@ class TableRuntime:
 
     def json_columns(self, columns: tuple[str, ...]) -> frozenset[str]:
         return frozenset(c for c in columns if c in self.table.fields and self.table.fields[c].kind == "json")
+
+
+def json_sort_expr(dialect: Dialect, column_sql: str) -> str:
+    """The scalar a JSON column holds, as indexes and ORDER BY see it.
+
+    A dialect whose JSON columns already order by value (PostgreSQL's jsonb) needs no
+    hook; one that stores JSON as text (SQLite) provides ``json_sort_expr`` so that 10
+    sorts after 9 and the index on the expression serves the query.
+    """
+    hook = getattr(dialect, "json_sort_expr", None)
+    return hook(column_sql) if hook is not None else column_sql
 
 
 def _copy_default(value: Any) -> Any:

@@ -219,7 +219,9 @@ def test_hard_edge_to_a_finished_job_leaves_it_alone(app: Any, clock: Any) -> No
     assert app.run(lambda ctx: ctx.db.system.get(action)["state"]["kind"]) == "success"
 
 
-def test_hard_edge_to_storage_deletes_the_file(app: Any) -> None:
+def test_hard_edge_to_storage_deletes_the_file(make_app: Any, tmp_path: Any) -> None:
+    app = make_app(cascade_schema(), storage_dir=str(tmp_path / "files"))
+
     def create(ctx: Any) -> tuple[str, str, str, str]:
         f1 = ctx.storage.store(b"photo")
         f2 = ctx.storage.store(b"draft")

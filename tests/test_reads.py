@@ -467,6 +467,49 @@ def test_filter_on_fields_stored_as_json(make_app: Any) -> None:
     assert prices(lambda q: q.neq(q.field("level"), 3)) == [9, 100]
 
 
+def test_indexes_on_fields_stored_as_json_order_by_value(make_app: Any) -> None:
+    from ents import define_ent, define_ent_schema
+
+    app = make_app(
+        define_ent_schema(
+            {"items": define_ent({"n": int}).field("score", int | float | None, index=True).field("tag", Any, index=True)}
+        )
+    )
+    scores = [10, 9, 100, None, 2.5, 1, 30, 7, 8, 20, None, 9]
+    tags = ["b", 3, "x", "a", None, 2, 1.5, 2.5, 0, "c", "b", 3]
+    app.run(
+        lambda ctx: ctx.table("items").insert_many(
+            [{"n": i, "score": sc, "tag": t} for i, (sc, t) in enumerate(zip(scores, tags, strict=True))]
+        )
+    )
+
+    def read(ctx: Any) -> None:
+        by_score = [e.score for e in ctx.table("items").order("asc", "score")]
+        assert by_score == [None, None, 1, 2.5, 7, 8, 9, 9, 10, 20, 30, 100]
+        assert [e.score for e in ctx.table("items").order("desc", "score")] == list(reversed(by_score))
+        assert [e.score for e in ctx.table("items", "score", lambda q: q.gt("score", 8).lte("score", 30))] == [
+            9,
+            9,
+            10,
+            20,
+            30,
+        ]
+        assert [e.n for e in ctx.table("items", "tag", lambda q: q.eq("tag", 3))] == [1, 11]
+        assert ctx.table("items").get("score", 30).n == 6
+        # None looks up documents without a value, as in an index range
+        assert [e.n for e in ctx.table("items", "score", lambda q: q.eq("score", None))] == [3, 10]
+        with pytest.raises(NotUniqueError):
+            ctx.table("items").get("score", None)
+        assert ctx.table("items").get("tag", None).n == 4
+        assert [e and e.n for e in ctx.table("items").get_many("score", [100, 5, 2.5])] == [2, None, 4]
+        for direction in ("asc", "desc"):
+            for field in ("score", "tag"):
+                expected = [e._id for e in ctx.table("items").order(direction, field)]
+                assert paginate_all(ctx, lambda c: c.table("items").order(direction, field), 2)[0] == expected  # noqa: B023
+
+    app.run(read)
+
+
 def test_filter_on_ids(app: Any, ids: dict[str, str]) -> None:
     def read(ctx: Any) -> None:
         mine = ctx.table("messages").filter(lambda q: q.eq(q.field("user_id"), ids["bob"]))

@@ -48,7 +48,16 @@ class SQLiteDialect(Dialect):
     def json_value_param(self, value: Any) -> tuple[str, Any]:
         if isinstance(value, bool):
             return "?", int(value)
+        if isinstance(value, (dict, list)):
+            # json_extract gives objects and arrays back as minified JSON text
+            from ..values import dumps
+
+            return "?", dumps(value)
         return "?", value
+
+    def json_sort_expr(self, column_sql: str) -> str:
+        # A constant path (not user input), so the same expression can back an index.
+        return f"json_extract({column_sql}, '$')"
 
     def bool_to_db(self, value: bool) -> Any:
         return 1 if value else 0

@@ -332,14 +332,21 @@ class Client:
         self._identity = identity
 
     def _resolve_public(self, fn: Any) -> Any:
+        # A missing and an internal function must be indistinguishable to a client: the
+        # same error, built the same way, outside any ``except`` block so that neither
+        # carries a ``__context__`` (a chained "Could not find function" would tell a
+        # missing name from an internal one).
+        name: str
         try:
             fdef = self._app.functions.resolve(fn)
         except FunctionNotFoundError as exc:
+            fdef = None
             name = exc.function or str(fn)
-            raise FunctionNotFoundError(f"Could not find public function `{name}`", function=name) from None
-        if fdef.internal:
-            raise FunctionNotFoundError(f"Could not find public function `{fdef.name}`", function=fdef.name)
-        return fdef
+        if fdef is not None and not fdef.internal:
+            return fdef
+        if fdef is not None:
+            name = fdef.name
+        raise FunctionNotFoundError(f"Could not find public function `{name}`", function=name)
 
     def query(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
         return self._app._call(self._resolve_public(fn), args, "query", identity=self._identity, client=True)

@@ -475,3 +475,26 @@ def test_a_plain_id_field_to_jobs_does_not_cascade(make_app: Any) -> None:
     assert app.run(status) == ["pending"]
     app.run(lambda ctx: ctx.table("answers").get_x(answer).delete())
     assert state(app, jid) == "pending"
+
+
+def test_a_scheduled_mutation_that_deletes_its_own_ent_ends_success(make_app: Any, clock: Any) -> None:
+    """A self-destructing message: the job deletes the ent whose edge points at the job."""
+    app = make_app(
+        define_ent_schema({"messages": define_ent({"body": str}).edge("expiry", to="_scheduled_functions", deletion="hard")})
+    )
+
+    @app.internal_mutation
+    def destroy(ctx: Any, message_id: str) -> None:
+        ctx.table("messages").get_x(message_id).delete()
+
+    def send(ctx: Any) -> tuple[str, str]:
+        mid = ctx.table("messages").insert({"body": "gone soon"})
+        jid = ctx.scheduler.run_after(1000, destroy, {"message_id": mid})
+        ctx.table("messages").get_x(mid).patch({"expiry_id": jid})
+        return str(mid), str(jid)
+
+    mid, jid = app.run(send)
+    clock.advance(1000)
+    assert app.finish_in_progress_scheduled_functions() == 1
+    assert app.run(lambda ctx: ctx.table("messages").get(mid)) is None
+    assert state(app, jid) == "success"

@@ -163,6 +163,7 @@ class Timeline:
         self.out = out
         self.start = time.monotonic()
         self.seen: dict[str, str] = {}
+        self.history: dict[str, list[str]] = {}  # every status seen, per answer
         self.rows: list[dict[str, Any]] = []
 
     def header(self) -> None:
@@ -173,6 +174,7 @@ class Timeline:
         for row in self.rows:
             if self.seen.get(row["id"]) != row["status"]:
                 self.seen[row["id"]] = row["status"]
+                self.history.setdefault(row["id"], []).append(row["status"])
                 reply = f"  -> {row['text']}" if row["status"] == "success" and row["text"] else ""
                 self.line(row["user"], row["question"], row["status"] + reply)
         return self.rows
@@ -195,24 +197,29 @@ def _status(rows: list[dict[str, Any]], question: str) -> str | None:
 def run_demo(url: str, out: Callable[[str], None] = print) -> dict[str, Any]:
     """The end-to-end demo on ``url`` with a real worker; returns what it observed."""
     app = make_app(url, model=CannedModel(think=lambda q: THINKING.get(q, 0.5)))
+    worker = app.worker()
+    started: list[bool] = []
+
+    def start_worker() -> None:
+        worker.start()
+        started.append(True)
+
     try:
         out(f"database: {app.backend.describe()}")
-        worker = app.worker().start()
-        try:
-            return _story(app, worker, out)
-        finally:
-            worker.stop()
+        return _story(app, start_worker, worker.stop, out)
     finally:
+        if started:
+            worker.stop()
         app.close()
 
 
-def _story(app: App, worker: Any, out: Callable[[str], None]) -> dict[str, Any]:
+def _story(app: App, start_worker: Callable[[], None], stop_worker: Callable[[], None], out: Callable[[str], None]) -> dict[str, Any]:
     ada = app.run_mutation(create_user, {"name": "ada"})
     bob = app.run_mutation(create_user, {"name": "bob"})
     out("")
-    out("1. ada asks three questions and bob two; bob wants one of his answered in a minute.")
-    out("   Each question schedules the generate_answer action and stores its job id in the edge;")
-    out("   a background worker runs the jobs.")
+    out("1. ada asks three questions and bob two, one of them to be answered in a minute.")
+    out("   Each question schedules the generate_answer action and stores the job's id in its")
+    out("   edge. No worker runs yet: the jobs wait in the database.")
     out("")
     timeline = Timeline(app, out)
     timeline.header()
@@ -220,6 +227,12 @@ def _story(app: App, worker: Any, out: Callable[[str], None]) -> dict[str, Any]:
         app.run_mutation(ask, {"user_id": ada, "question": q})
     app.run_mutation(ask, {"user_id": bob, "question": "What's for lunch?"})
     app.run_mutation(ask, {"user_id": bob, "question": "Will it rain tomorrow?", "delay_ms": LATER_MS})
+    timeline.poll()
+
+    out("")
+    out("2. Start a background worker (app.worker().start()); watch the statuses move.")
+    out("")
+    start_worker()
 
     def ada_done_and_bob_busy(rows: list[dict[str, Any]]) -> bool:
         ada_done = all(r["status"] in ("success", "failed") for r in rows if r["user"] == "ada")
@@ -233,7 +246,7 @@ def _story(app: App, worker: Any, out: Callable[[str], None]) -> dict[str, Any]:
     }
 
     out("")
-    out("2. Delete bob. His answers go with him (a cascading delete), and deletion=\"hard\" on")
+    out("3. Delete bob. His answers go with him (a cascading delete), and deletion=\"hard\" on")
     out("   their edge cancels their jobs: the waiting one will never run; the running one")
     out("   goes on, but its job ends canceled and its reply has nowhere to go.")
     out("")
@@ -241,11 +254,11 @@ def _story(app: App, worker: Any, out: Callable[[str], None]) -> dict[str, Any]:
     canceled: dict[str, str] = {}
     for question, (status, job_id) in bobs.items():
         canceled[question] = job_state(app, job_id)
-        timeline.line("bob", question, f"{status} -> {canceled[question]}  (job {job_id}, read from _scheduled_functions)")
+        timeline.line("bob", question, f"{status} -> {canceled[question]}  (read from _scheduled_functions)")
 
     out("")
-    out("3. Stop the worker; it waits for the running action to finish.")
-    worker.stop()
+    out("4. Stop the worker; it waits for the running action to finish.")
+    stop_worker()
     final = {question: job_state(app, job_id) for question, (_, job_id) in bobs.items()}
     replied = app.model.replied
     for question, state in final.items():
@@ -253,11 +266,11 @@ def _story(app: App, worker: Any, out: Callable[[str], None]) -> dict[str, Any]:
         timeline.line("bob", question, f"{state}: {what}")
     remaining = app.run_query(list_answers)
     out("")
-    out(f"4. What is left: {len(remaining)} answers, all ada's, listed with the seed's query.")
+    out(f"5. What is left: {len(remaining)} answers, all ada's, listed with the seed's query.")
     for row in remaining:
         out(f"     {row['question']:<28}  {row['status']:<8}  {row['text']}")
     return {
-        "seen": timeline.seen,
+        "history": {r["question"]: timeline.history[r["id"]] for r in remaining},
         "bob_before_delete": {q: status for q, (status, _) in bobs.items()},
         "canceled": canceled,
         "final": final,

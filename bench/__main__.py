@@ -1,6 +1,6 @@
 """Run every ents benchmark side by side with its baselines and write bench/RESULTS.md.
 
-    python -m bench                      # full run (about 10 minutes on 2 cores), writes bench/RESULTS.md
+    python -m bench                      # full run (5-10 minutes on 2 cores), writes bench/RESULTS.md
     python -m bench --quick              # smoke run with tiny sizes; prints, writes nothing unless --output
     python -m bench --only read_path,cascade
     python -m bench --memory-jobs 1000000

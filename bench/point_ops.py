@@ -96,7 +96,7 @@ def build(section: Section, args: Any) -> None:
     n_users = args.users or (1000 if args.quick else 10_000)
     k = args.ops or (200 if args.quick else 2000)
     batch = args.batch or (200 if args.quick else 2000)
-    rounds = args.rounds or (1 if args.quick else 5)
+    rounds = args.rounds or (1 if args.quick else 7)
     section.params = {"pre-filled users": n_users, "ops per round (one per transaction)": k,
                       "ops per transaction (batched)": batch, "rounds": rounds, "synchronous": sync}
     rng = random.Random(11)

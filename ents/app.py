@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import threading
 import time
@@ -86,7 +87,9 @@ class App:
             return BlobStore(path + ".files", storage_url)
         if getattr(self.backend, "memory", False):
             return BlobStore.temporary_store(storage_url)
-        return BlobStore("ents-files", storage_url)
+        # A server database: one directory per database and schema, so that two apps on
+        # one server never share blob files. Set storage_dir to put them elsewhere.
+        return BlobStore(os.path.join("ents-files", self.backend.storage_namespace()), storage_url)
 
     def _register_builtins(self) -> None:
         from .deletion import SCHEDULED_DELETE, scheduled_delete_step

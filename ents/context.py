@@ -268,6 +268,11 @@ class ActionCtx:
     def app(self) -> App:
         return self._app
 
+    @property
+    def now(self) -> float:
+        """The current time (ms) from the App's clock."""
+        return self._app.clock.now()
+
     def _step(self, body: Callable[[Transaction], Any]) -> Any:
         def run(tx: Transaction) -> Any:
             tx.running_job = self._job
@@ -333,6 +338,10 @@ class AsyncActionCtx:
     @property
     def app(self) -> App:
         return self._sync.app
+
+    @property
+    def now(self) -> float:
+        return self._sync.now
 
     async def run_query(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
         return await asyncio.to_thread(self._sync.run_query, fn, args)

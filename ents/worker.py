@@ -571,6 +571,7 @@ class Worker:
         self._pool: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
+        self._done.set()  # not running yet: stop() has nothing to wait for
         self.jobs_run = 0
 
     # -- control ----------------------------------------------------------------------

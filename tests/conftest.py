@@ -47,11 +47,13 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def make_app(db_url: str, clock: FakeClock) -> Iterator[Callable[..., App]]:
+def make_app(db_url: str, clock: FakeClock, tmp_path: Any) -> Iterator[Callable[..., App]]:
     apps: list[App] = []
 
     def make(schema: Any, **kwargs: Any) -> App:
         kwargs.setdefault("clock", clock)
+        if db_url.startswith("postgresql"):
+            kwargs.setdefault("storage_dir", str(tmp_path / "blobs"))
         app = App(schema, kwargs.pop("url", db_url), **kwargs)
         apps.append(app)
         return app

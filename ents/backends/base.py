@@ -216,5 +216,9 @@ class Backend(ABC):
     def describe(self) -> str:
         return self.url
 
+    def storage_namespace(self) -> str:
+        """A directory name unique to this database (for the default blob directory)."""
+        return "default"
+
     @abstractmethod
     def close(self) -> None: ...

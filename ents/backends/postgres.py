@@ -171,6 +171,13 @@ class PostgresBackend(Backend):
         host = parts.hostname or "localhost"
         return f"postgresql://{host}:{parts.port or 5432}{parts.path}"
 
+    def storage_namespace(self) -> str:
+        with self.connection() as conn:
+            db, schema = conn.execute("SELECT current_database(), current_schema()").fetchone()
+            conn.rollback()
+        parts = urlsplit(self.url)
+        return f"{parts.hostname or 'localhost'}_{parts.port or 5432}_{db}_{schema}"
+
     def connect(self) -> Connection:
         try:
             raw = self.pool.getconn()

@@ -17,11 +17,13 @@ always takes "whatever is left", not a page after some creation time).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .errors import EntNotFoundError
+from .scheduler import cancel_jobs, schedule_internal
 from .schema import Edge
+from .storage import delete_files
+from .writer import _check_writable
 
 if TYPE_CHECKING:
     from .runtime import TableRuntime
@@ -32,74 +34,126 @@ SCHEDULED_DELETE = "ents:scheduled_delete"
 
 def delete_ent(tx: Transaction, rt: TableRuntime, rid: int) -> str:
     """Delete one ent following its table's deletion behavior."""
-    from .writer import _check_writable
-
     _check_writable(tx, rt, f'delete a document of "{rt.name}"')
-    id = rt.encode_rid(rid)
-    if tx.fetchone(rt.sql_exists, (rid,)) is None:
-        raise EntNotFoundError(f'Document not found with id `{id}` in table "{rt.name}"', table=rt.name, id=id)
     mode = rt.table.deletion
     if mode is None:
-        hard_delete(tx, rt.name, [rid])
-    else:
-        if mode == "scheduled":
-            from .scheduler import schedule_internal
+        # Nothing cascades from a row that was not there: no need to look it up first.
+        if not hard_delete(tx, rt.name, [rid]):
+            raise _not_found(rt, rid)
+        return rt.encode_rid(rid)
+    id = rt.encode_rid(rid)
+    if tx.fetchone(rt.sql_exists, (rid,)) is None:
+        raise _not_found(rt, rid)
+    if mode == "scheduled":
+        # Scheduling can be refused (limits); do it before writing anything.
+        schedule_internal(
+            tx,
+            SCHEDULED_DELETE,
+            {"table": rt.name, "id": id, "deletion_time": tx.now},
+            tx.now + rt.table.deletion_delay_ms,
+        )
+    soft_delete(tx, rt, [rid])
+    tx.touched()
+    return id
 
-            # Scheduling can be refused (limits); do it before writing anything.
+
+def delete_many(tx: Transaction, rt: TableRuntime, rids: list[int]) -> int:
+    """Delete existing ents of one table as :func:`delete_ent` does, set-based."""
+    _check_writable(tx, rt, f'delete documents of "{rt.name}"')
+    if not rids:
+        return 0
+    mode = rt.table.deletion
+    if mode is None:
+        hard_delete(tx, rt.name, rids)
+        return len(rids)
+    if mode == "scheduled":
+        for rid in rids:
             schedule_internal(
                 tx,
                 SCHEDULED_DELETE,
-                {"table": rt.name, "id": id, "deletion_time": tx.now},
+                {"table": rt.name, "id": rt.encode_rid(rid), "deletion_time": tx.now},
                 tx.now + rt.table.deletion_delay_ms,
             )
-        soft_delete(tx, rt, [rid])
-    tx.touched()
-    return id
+    soft_delete(tx, rt, rids)
+    return len(rids)
+
+
+def _not_found(rt: TableRuntime, rid: int) -> EntNotFoundError:
+    id = rt.encode_rid(rid)
+    return EntNotFoundError(f'Document not found with id `{id}` in table "{rt.name}"', table=rt.name, id=id)
 
 
 # -- hard ------------------------------------------------------------------------------
 
 
+class _HardPlan:
+    """What deleting rows of one table involves, worked out once per table and App."""
+
+    __slots__ = ("links", "returning", "cascades", "leaf", "sql")
+
+    def __init__(self, tx: Transaction, rt: TableRuntime) -> None:
+        q = tx.dialect.q
+        edges = rt.table.edges.values()
+        # stored edges whose other end goes too (1:1 deletion="hard", jobs, files)
+        self.links = [e for e in edges if e.kind == "field" and e.deletion == "hard"]
+        self.returning = ", ".join([q("_rid"), *[q(e.field) for e in self.links]])
+        # edges along which deletion spreads (ents storing our id, many:many rows)
+        self.cascades = [e for e in edges if e.kind in ("ref", "many_field", "many_many")]
+        # A table nothing hangs off is deleted without reading back what went.
+        self.leaf = not self.links and not self.cascades
+        self.sql: dict[str, tuple[str, str]] = {}
+
+    def statement(self, tx: Transaction, rt: TableRuntime, column: str) -> tuple[str, str]:
+        """``(DELETE ... prefix, column SQL)`` for deleting by ``column``."""
+        got = self.sql.get(column)
+        if got is None:
+            got = self.sql[column] = (f"DELETE FROM {rt.q_table}", tx.dialect.q(column))
+        return got
+
+
+def _plan(tx: Transaction, rt: TableRuntime) -> _HardPlan:
+    plan = rt.cache.get("hard_delete")
+    if plan is None:
+        plan = rt.cache["hard_delete"] = _HardPlan(tx, rt)
+    return plan  # type: ignore[no-any-return]
+
+
 def hard_delete(tx: Transaction, table: str, rids: list[int]) -> int:
-    """Delete rows of ``table`` and everything that cascades from them; returns rows deleted."""
+    """Delete rows of ``table`` and everything that cascades from them; returns rows deleted.
+
+    One statement per table (and batch of ids) reached, never one per row.
+    """
     if not rids:
         return 0
-    q = tx.dialect.q
     work: list[tuple[str, str, list[Any]]] = [(table, "_rid", list(rids))]
     deleted = 0
     while work:
         name, column, keys = work.pop()
         rt = tx.rt(name)
-        links = [e for e in rt.table.edges.values() if e.kind == "field" and e.deletion == "hard"]
-        returning = ", ".join([q("_rid"), *[q(e.field) for e in links]])
-        rows = list(_delete_returning(tx, rt, column, keys, returning))
+        plan = _plan(tx, rt)
+        prefix, column_sql = plan.statement(tx, rt, column)
+        if plan.leaf:
+            deleted += tx.run_in_chunks(prefix, column_sql, keys)
+            continue
+        rows = list(tx.in_chunks(prefix, column_sql, keys, suffix=f" RETURNING {plan.returning}"))
         if not rows:
             continue
         deleted += len(rows)
         gone = [r[0] for r in rows]
-        for i, edge in enumerate(links, start=1):
+        for i, edge in enumerate(plan.links, start=1):
             targets = list({r[i] for r in rows if r[i] is not None})
             if targets:
                 _follow_hard_link(tx, edge, targets, work)
-        for edge in rt.table.edges.values():
+        for edge in plan.cascades:
             _cascade(tx, edge, gone, work)
     tx.touched()
     return deleted
 
 
-def _delete_returning(tx: Transaction, rt: TableRuntime, column: str, keys: list[Any], returning: str) -> Iterator[tuple[Any, ...]]:
-    q = tx.dialect.q
-    yield from tx.in_chunks(f"DELETE FROM {rt.q_table}", q(column), keys, suffix=f" RETURNING {returning}")
-
-
 def _follow_hard_link(tx: Transaction, edge: Edge, targets: list[int], work: list[tuple[str, str, list[Any]]]) -> None:
     if edge.to == "_scheduled_functions":
-        from .scheduler import cancel_jobs
-
         cancel_jobs(tx, targets, quiet=True)
     elif edge.to == "_storage":
-        from .storage import delete_files
-
         delete_files(tx, targets)
     else:
         work.append((edge.to, "_rid", targets))
@@ -108,8 +162,8 @@ def _follow_hard_link(tx: Transaction, edge: Edge, targets: list[int], work: lis
 def _cascade(tx: Transaction, edge: Edge, gone: list[int], work: list[tuple[str, str, list[Any]]]) -> None:
     q = tx.dialect.q
     if edge.kind in ("ref", "many_field"):
-        child = tx.rt(edge.to)
         if edge.optional:
+            child = tx.rt(edge.to)
             tx.run_in_chunks(f"UPDATE {child.q_table} SET {q(edge.field)} = NULL", q(edge.field), gone)
         else:
             work.append((edge.to, edge.field, gone))

@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import deletion, writer
 from .errors import EntNotFoundError, InvalidIdError, NotUniqueError, ReadOnlyError, ValidationError
 from .expressions import compile_filter, compile_range
 from .schema import Edge
@@ -175,21 +176,15 @@ class Ent:
 
     def patch(self, value: dict[str, Any]) -> str:
         """Update the given fields (None removes an optional field) and edges."""
-        from .writer import patch
-
-        return patch(self._tx, self._rt, self._row[0], value)
+        return writer.patch(self._tx, self._rt, self._row[0], value)
 
     def replace(self, value: dict[str, Any]) -> str:
         """Replace all fields; many:many edges given are set exactly, omitted ones kept."""
-        from .writer import replace
-
-        return replace(self._tx, self._rt, self._row[0], value)
+        return writer.replace(self._tx, self._rt, self._row[0], value)
 
     def delete(self) -> str:
         """Delete the ent following its table's deletion behavior and cascade rules."""
-        from .deletion import delete_ent
-
-        return delete_ent(self._tx, self._rt, self._row[0])
+        return deletion.delete_ent(self._tx, self._rt, self._row[0])
 
 
 def _as_doc(value: Any) -> Any:
@@ -518,6 +513,16 @@ class Query:
         """All results as plain dicts."""
         return [e.doc() for e in self]
 
+    def delete(self) -> int:
+        """Delete every ent this query yields, as ``ent.delete()`` would, in a few set-based
+        statements per table instead of several per ent; returns how many were deleted.
+
+        ``ctx.table("parents", "by_grp", lambda q: q.eq("grp", "a")).delete()``. Tables with
+        soft or scheduled deletion are soft-deleted (and their hard deletion scheduled).
+        """
+        rids = [self._row_of(r)[0] for rows in self._rows(self._limit) for r in rows]
+        return deletion.delete_many(self._tx, self._rt, rids)
+
     def first(self) -> Ent | None:
         for rows in self._rows(1):
             return make_ents(self._rt, [self._row_of(rows[0])], self._tx)[0]
@@ -832,15 +837,11 @@ class TableQuery(Query):
 
     def insert(self, value: dict[str, Any]) -> str:
         """Insert an ent; returns its id. Many:many edges may be given as lists of ids."""
-        from .writer import insert
-
-        return insert(self._tx, self._rt, value)
+        return writer.insert(self._tx, self._rt, value)
 
     def insert_many(self, values: Sequence[dict[str, Any]]) -> list[str]:
         """Insert several ents in one go; all or none."""
-        from .writer import insert_many
-
-        return insert_many(self._tx, self._rt, values)
+        return writer.insert_many(self._tx, self._rt, values)
 
 
 class SystemTableQuery(TableQuery):

@@ -45,6 +45,11 @@ class TableRuntime:
         self.sql_exists = f"SELECT {q('_rid')} FROM {self.q_table} WHERE {q('_rid')} = {p}"
         self._insert_sql: dict[tuple[str, ...], str] = {}
         self._update_sql: dict[tuple[str, ...], str] = {}
+        #: per-table plans other modules work out once (e.g. what a hard delete involves)
+        self.cache: dict[str, Any] = {}
+        self.writers: dict[str, Callable[[Any], Any]] = {spec.name: self._writer(spec) for spec in self.fields}
+        #: fields holding ids, which writes check for existing targets
+        self.id_fields = frozenset(spec.name for spec in self.fields if spec.kind == "id")
 
     # -- reading ---------------------------------------------------------------------
 
@@ -91,27 +96,34 @@ class TableRuntime:
 
     # -- writing ---------------------------------------------------------------------
 
+    def _writer(self, spec: FieldSpec) -> Callable[[Any], Any]:
+        """The conversion of one field's validated values to what its column stores."""
+        path = f"{self.name}.{spec.name}"
+        kind = spec.kind
+        if kind == "str":
+            return lambda v: check_str(v, path)
+        if kind == "int":
+            return lambda v: check_int64(v, path)
+        if kind == "float":
+            return lambda v: check_float(float(v), path)
+        if kind == "bool":
+            to_bool = self.dialect.bool_to_db
+            return lambda v: to_bool(bool(v))
+        if kind == "bytes":
+            return bytes
+        if kind == "id":
+            assert spec.id_table is not None
+            decode, table = self.codec.decode_for, spec.id_table
+            what = f'field "{spec.name}" of table "{self.name}"'
+            return lambda v: decode(table, v, what=what)
+        return lambda v: dumps(normalize(v, path))
+
     def to_db(self, spec: FieldSpec, value: Any) -> Any:
         """Convert a validated value to what the column stores (raises ValidationError)."""
         if value is None:
             return None
-        kind = spec.kind
-        path = f"{self.name}.{spec.name}"
         try:
-            if kind == "str":
-                return check_str(value, path)
-            if kind == "int":
-                return check_int64(value, path)
-            if kind == "float":
-                return check_float(float(value), path)
-            if kind == "bool":
-                return self.dialect.bool_to_db(bool(value))
-            if kind == "bytes":
-                return bytes(value)
-            if kind == "id":
-                assert spec.id_table is not None
-                return self.codec.decode_for(spec.id_table, value, what=f'field "{spec.name}" of table "{self.name}"')
-            return dumps(normalize(value, path))
+            return self.writers[spec.name](value)
         except ValidationError as exc:
             if exc.table is None:
                 exc.table = self.name

@@ -68,6 +68,11 @@ def _split(rt: TableRuntime, value: Any, *, allow_system: bool = False) -> tuple
     edges: dict[str, tuple[Edge, Any]] = {}
     table = rt.table
     for key, v in value.items():
+        if not isinstance(key, str):  # e.g. {1: "x"}: refuse before using it as a name
+            raise ValidationError(
+                f'Field names in a document for table "{rt.name}" are strings, got {type(key).__name__} {key!r}',
+                table=rt.name,
+            )
         edge = table.edges.get(key)
         if edge is not None and edge.kind != "field":
             edges[key] = (edge, v)
@@ -116,11 +121,13 @@ def _complete(rt: TableRuntime, doc: dict[str, Any]) -> dict[str, Any]:
 
 def _check_references(tx: Transaction, rt: TableRuntime, cols: tuple[str, ...], rows: list[list[Any]]) -> None:
     """Every id stored in an id column must name an existing document."""
+    if not rt.id_fields:
+        return
     fields = rt.table.fields
     for i, name in enumerate(cols):
-        spec = fields[name]
-        if spec.kind != "id":
+        if name not in rt.id_fields:
             continue
+        spec = fields[name]
         keys = {row[i] for row in rows if row[i] is not None}
         if not keys:
             continue
@@ -140,6 +147,13 @@ def _check_references(tx: Transaction, rt: TableRuntime, cols: tuple[str, ...], 
 
 
 def _unique_columns(rt: TableRuntime) -> list[tuple[str, Edge | None]]:
+    got = rt.cache.get("unique_columns")
+    if got is None:
+        got = rt.cache["unique_columns"] = _find_unique_columns(rt)
+    return got  # type: ignore[no-any-return]
+
+
+def _find_unique_columns(rt: TableRuntime) -> list[tuple[str, Edge | None]]:
     out: list[tuple[str, Edge | None]] = []
     for fields in rt.table.unique_indexes.values():
         if len(fields) != 1:
@@ -305,7 +319,6 @@ def _load(tx: Transaction, rt: TableRuntime, rid: int) -> tuple[Any, ...]:
 def patch(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) -> str:
     _check_writable(tx, rt, f'patch a document of "{rt.name}"')
     fields, edges = _split(rt, value)
-    _load(tx, rt, rid)
     specs = rt.table.fields
     cleared: dict[str, Any] = {}
     for name, v in list(fields.items()):
@@ -329,7 +342,10 @@ def patch(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) ->
         cols, vals = _row_values(rt, doc)
         _check_references(tx, rt, cols, [vals])
         _unique_precheck(tx, rt, doc, cols, vals, rid)
+        # The UPDATE tells whether the document exists; nothing was written if not.
         _update_row(tx, rt, rid, doc, cols, vals)
+    else:
+        _load(tx, rt, rid)
     if plans:
         _apply_edges(tx, rt, rid, plans)
     tx.touched()
@@ -338,12 +354,14 @@ def patch(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) ->
 
 def _update_row(tx: Transaction, rt: TableRuntime, rid: int, doc: dict[str, Any], cols: tuple[str, ...], vals: list[Any]) -> None:
     try:
-        tx.execute(rt.update_sql(cols), (*vals, rid))
+        cur = tx.execute(rt.update_sql(cols), (*vals, rid))
     except Exception as exc:
         if tx.dialect.classify(exc) == "unique":
             # Another transaction took the value after our check; retrying sees it.
             raise ConflictRace(rt.name) from exc
         raise
+    if cur.rowcount == 0:
+        _load(tx, rt, rid)  # raises EntNotFoundError
 
 
 def replace(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) -> str:
@@ -356,7 +374,6 @@ def replace(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) 
                 table=rt.name,
             )
     fields, edges = _split(rt, value, allow_system=True)
-    _load(tx, rt, rid)
     doc = _complete(rt, _validate(rt, fields, partial=False))
     for spec in rt.fields:
         if spec.name not in doc:

@@ -287,6 +287,39 @@ def test_cascades_are_set_based(app: Any, monkeypatch: Any) -> None:
     assert len(writes) < 40, writes
 
 
+def test_query_delete_is_set_based_and_cascades(app: Any, world: dict[str, Any], monkeypatch: Any) -> None:
+    log = SqlLog(monkeypatch)
+
+    def body(ctx: Any) -> int:
+        log.on = True
+        n = ctx.table("messages").filter(lambda q: q.eq(q.field("user_id"), world["ada"])).delete()
+        log.on = False
+        return n
+
+    assert app.run(body) == 3
+    assert all(not exists(app, "messages", m) for m in world["ada_msgs"])
+    assert not exists(app, "comments", world["comments"][0])
+    assert exists(app, "messages", world["bob_msg"])
+    assert count(app, "messages_to_tags") == 1
+    assert len(log.starting_with("DELETE", "UPDATE")) <= 5
+    # through an edge, and limited by take
+    assert app.run(lambda ctx: ctx.table("users").get_x(world["bob"]).edge("messages").delete()) == 1
+    assert app.run(lambda ctx: ctx.table("tags").take(1).delete()) == 1
+    assert app.run(lambda ctx: [t._id for t in ctx.table("tags")]) == [world["blue"]]
+    assert app.run(lambda ctx: ctx.table("tags").filter(lambda q: q.eq(q.field("name"), "none")).delete()) == 0
+
+
+def test_query_delete_from_a_query_is_refused(app: Any, world: dict[str, Any]) -> None:
+    from ents import ReadOnlyError
+
+    def sneaky(ctx: Any) -> int:
+        return ctx.table("tags").delete()  # type: ignore[no-any-return]
+
+    with pytest.raises(ReadOnlyError):
+        app.run_query(app.query(sneaky), {})
+    assert count(app, "tags") == 2
+
+
 # -- soft deletion ---------------------------------------------------------------------------
 
 
@@ -363,6 +396,29 @@ def test_soft_deleting_a_child_already_soft_deleted_keeps_its_time(soft: Any, te
         assert ctx.table("members").get_x(teams["members"][1]).deletion_time == clock.now()
 
     soft.run(read)
+
+
+def test_query_delete_on_soft_and_scheduled_tables(soft: Any, teams: dict[str, Any], clock: Any) -> None:
+    assert soft.run(lambda ctx: ctx.table("teams").delete()) == 2
+
+    def read(ctx: Any) -> None:
+        assert all(t.deletion_time == clock.now() for t in ctx.table("teams"))
+        assert all(m.deletion_time == clock.now() for m in ctx.table("members"))
+        assert ctx.table("projects").get_x(teams["project"]).deletion_time is None
+
+    soft.run(read)
+
+    def seed(ctx: Any) -> None:
+        for name in ("o1", "o2"):
+            org = ctx.table("orgs").insert({"name": name})
+            ctx.table("depts").insert({"name": "d", "org_id": org})
+
+    soft.run(seed)
+    assert soft.run(lambda ctx: ctx.table("orgs").delete()) == 2
+    assert count(soft, "orgs") == 2
+    clock.advance(ONE_DAY)
+    soft.finish_in_progress_scheduled_functions()
+    assert count(soft, "orgs") == 0 and count(soft, "depts") == 0
 
 
 def test_hard_cascade_into_a_soft_table_hard_deletes(soft: Any, teams: dict[str, Any]) -> None:

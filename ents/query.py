@@ -46,7 +46,7 @@ class Cohort:
 class Ent:
     """A document of an ent table: fields read as attributes or keys, edges via ``edge``."""
 
-    __slots__ = ("_rt", "_row", "_tx", "_cohort", "_docc")
+    __slots__ = ("_rt", "_row", "_tx", "_cohort", "_docc", "_json")
 
     def __init__(self, rt: TableRuntime, row: tuple[Any, ...], tx: Transaction, cohort: Cohort | None = None) -> None:
         self._rt = rt
@@ -54,6 +54,7 @@ class Ent:
         self._tx = tx
         self._cohort = cohort
         self._docc: dict[str, Any] | None = None
+        self._json: dict[str, Any] | None = None
 
     # reading fields -----------------------------------------------------------------
 
@@ -63,6 +64,18 @@ class Ent:
 
     def _lookup(self, name: str) -> Any:
         rt = self._rt
+        get = rt.getters.get(name)
+        if get is not None:
+            return get(self._row)
+        get = rt.json_getters.get(name)
+        if get is not None:
+            # Decoded once per ent: repeated reads (a.meta.x, a.meta.y) do not re-parse.
+            cache = self._json
+            if cache is None:
+                cache = self._json = {}
+            if name not in cache:
+                cache[name] = get(self._row)
+            return cache[name]
         if rt.table.shape is not None:
             doc = self._shaped()
             if name in doc:
@@ -81,6 +94,9 @@ class Ent:
         return self._docc
 
     def __getattr__(self, name: str) -> Any:
+        get = self._rt.getters.get(name)
+        if get is not None:
+            return get(self._row)
         if name.startswith("__"):
             raise AttributeError(name)
         try:
@@ -193,12 +209,35 @@ def _as_doc(value: Any) -> Any:
     return value
 
 
+def ent_class(rt: TableRuntime) -> type[Ent]:
+    """The Ent subclass of one table, whose fields are properties.
+
+    Reading ``user.name`` through a property skips the failed normal lookup that
+    ``__getattr__`` comes after, which makes field access several times faster. Fields
+    named like an Ent method (``doc``, ``edge``, ``patch``, ``get``, ...) stay readable as
+    ``ent["name"]``.
+    """
+    cls = rt.cache.get("ent_class")
+    if cls is None:
+        props: dict[str, Any] = {"__slots__": ()}
+        reserved = set(dir(Ent))
+        for name, get in rt.getters.items():
+            if name not in reserved:
+                props[name] = property(lambda self, get=get: get(self._row), doc=f"Field {name!r}")
+        for name in rt.json_getters:
+            if name not in reserved:
+                props[name] = property(lambda self, name=name: self._lookup(name), doc=f"Field {name!r}")
+        cls = rt.cache["ent_class"] = type(f"Ent_{rt.name}", (Ent,), props)
+    return cls  # type: ignore[no-any-return]
+
+
 def make_ents(rt: TableRuntime, rows: Sequence[tuple[Any, ...]], tx: Transaction) -> list[Ent]:
     ents: list[Ent] = []
     cohort = Cohort(ents) if len(rows) > 1 else None
     append = ents.append
+    cls = ent_class(rt)
     for row in rows:
-        append(Ent(rt, row, tx, cohort))
+        append(cls(rt, row, tx, cohort))
     return ents
 
 
@@ -240,7 +279,7 @@ def _single_edge(ent: Ent, edge: Edge) -> Ent | None:
 
             return _cohort_map(ent, edge, build).get(key)  # type: ignore[no-any-return]
         row = tx.fetchone(target.sql_get, (key,))
-        return Ent(target, row, tx) if row is not None else None
+        return ent_class(target)(target, row, tx) if row is not None else None
     # 1:1 ref end: the other table stores our id in edge.field
     col = target.col_index[edge.field]
     if ent._cohort is not None:
@@ -254,7 +293,7 @@ def _single_edge(ent: Ent, edge: Edge) -> Ent | None:
         f"SELECT {target.select_list} FROM {target.q_table} WHERE {q(edge.field)} = {tx.dialect.param} LIMIT 1",
         (ent._row[0],),
     )
-    return Ent(target, row, tx) if row is not None else None
+    return ent_class(target)(target, row, tx) if row is not None else None
 
 
 def _plural_edge(ent: Ent, edge: Edge) -> Query:
@@ -745,7 +784,7 @@ class TableQuery(Query):
     def _get_id(self, id: Any) -> Ent | None:
         rid = self._tx.app.codec.decode_for(self._rt.name, id)
         row = self._tx.fetchone(self._rt.sql_get, (rid,))
-        return Ent(self._rt, row, self._tx) if row is not None else None
+        return ent_class(self._rt)(self._rt, row, self._tx) if row is not None else None
 
     def _by_index(self, name: Any, values: Sequence[Any]) -> Query:
         rt = self._rt

@@ -9,6 +9,7 @@ driver's statement cache can keep them prepared.
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from .backends.base import Dialect
@@ -50,6 +51,7 @@ class TableRuntime:
         self.writers: dict[str, Callable[[Any], Any]] = {spec.name: self._writer(spec) for spec in self.fields}
         #: fields holding ids, which writes check for existing targets
         self.id_fields = frozenset(spec.name for spec in self.fields if spec.kind == "id")
+        self.getters, self.json_getters = self._getters()
 
     # -- reading ---------------------------------------------------------------------
 
@@ -69,6 +71,31 @@ class TableRuntime:
         if kind == "float":
             return lambda v: None if v is None else float(v)
         return None
+
+    def _getters(self) -> tuple[dict[str, Callable[[tuple[Any, ...]], Any]], dict[str, Callable[[tuple[Any, ...]], Any]]]:
+        """Per-field readers of a row, for attribute access on ents (a hot path).
+
+        Scalars are read straight from the row; JSON fields are returned separately because
+        an ent decodes each of them once and keeps the result. Shaped (system) tables
+        have none: their documents are built whole.
+        """
+        if self.table.shape is not None:
+            return {}, {}
+        scalars: dict[str, Callable[[tuple[Any, ...]], Any]] = {
+            "_id": lambda row, enc=self.encode_rid: enc(row[0]),  # type: ignore[misc]
+            "_creation_time": itemgetter(1),
+        }
+        json: dict[str, Callable[[tuple[Any, ...]], Any]] = {}
+        for i, spec in enumerate(self.fields, start=2):
+            if spec.name in self.table.hidden:
+                continue
+            plain = self.decoders[i] is None and not (spec.has_default and not spec.nullable)
+            if plain and spec.kind != "json":
+                scalars[spec.name] = itemgetter(i)
+            else:
+                target = json if spec.kind == "json" else scalars
+                target[spec.name] = lambda row, i=i: self.decode(row, i)  # type: ignore[misc]
+        return scalars, json
 
     def decode(self, row: tuple[Any, ...], index: int) -> Any:
         value = row[index]

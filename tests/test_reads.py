@@ -318,6 +318,21 @@ def test_ent_reads_as_attributes_and_keys(app: Any, ids: dict[str, str]) -> None
     app.run(read)
 
 
+def test_fields_named_like_ent_methods_read_as_keys(make_app: Any) -> None:
+    from ents import define_ent, define_ent_schema
+
+    app = make_app(define_ent_schema({"orders": define_ent({"items": list[str], "keys": int, "total": float})}))
+
+    def body(ctx: Any) -> None:
+        order = ctx.table("orders").get_x(ctx.table("orders").insert({"items": ["a"], "keys": 2, "total": 3}))
+        assert order["items"] == ["a"] and order["keys"] == 2
+        assert order.doc()["items"] == ["a"]
+        assert order.total == 3.0  # other fields still read as attributes
+        assert callable(order.items)  # the dict-like method wins for attribute access
+
+    app.run(body)
+
+
 def test_modifying_a_read_doc_does_not_change_the_database(app: Any, ids: dict[str, str]) -> None:
     def body(ctx: Any) -> None:
         ada = ctx.table("users").get_x(ids["ada"])

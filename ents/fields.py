@@ -141,8 +141,9 @@ def build_validator(table: str, fields: dict[str, FieldSpec], *, partial: bool) 
             entries[spec.name] = NotRequired[annotation]
         else:
             entries[spec.name] = Required[annotation]
-    td: Any = TypedDict(f"{table}_document", entries)  # type: ignore[operator]
-    td.__pydantic_config__ = ConfigDict(strict=True, extra="forbid", arbitrary_types_allowed=False)
+    td: Any = TypedDict(f"{table}_document", entries)  # type: ignore[operator,misc]
+    # setattr: type checkers take a functional TypedDict for a class without this attribute
+    setattr(td, "__pydantic_config__", ConfigDict(strict=True, extra="forbid", arbitrary_types_allowed=False))  # noqa: B010
     return TypeAdapter(td)
 
 

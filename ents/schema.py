@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import TypeAdapter
 
 from .errors import SchemaError
 from .fields import MISSING, FieldSpec, build_validator, field_spec, validate_default
-from .ids import Id
+from .ids import IdRef
 
 __all__ = ["define_ent", "define_ent_schema", "EntDefinition", "EntSchema", "TableDef", "Edge"]
 
@@ -447,7 +447,8 @@ class _Resolver:
                 "already a field of the table; pass field=... to the edge or rename the field",
                 table,
             )
-        spec = field_spec(table, cfg.field, Id[cfg.to] | None if optional else Id[cfg.to], system=True)
+        id_type = _id_of(cfg.to)
+        spec = field_spec(table, cfg.field, id_type | None if optional else id_type, system=True)
         spec.index = True
         spec.unique = unique
         t.fields[cfg.field] = spec
@@ -696,8 +697,8 @@ class _Resolver:
                 table,
             )
         fields = {
-            fwd: field_spec(edge_table, fwd, Id[table], system=True),
-            back: field_spec(edge_table, back, Id[other], system=True),
+            fwd: field_spec(edge_table, fwd, _id_of(table), system=True),
+            back: field_spec(edge_table, back, _id_of(other), system=True),
         }
         et = TableDef(name=edge_table, fields=fields, is_edge_table=True)
         et.unique_indexes[f"{fwd}_{back}"] = (fwd, back)
@@ -790,6 +791,11 @@ class _Resolver:
             alias = f"by_{iname}"
             if len(t.indexes[iname]) == 1 and t.indexes[iname][0] == iname and alias not in t.indexes:
                 t.index_aliases[alias] = iname
+
+
+def _id_of(table: str) -> Any:
+    """The annotation ``Id[table]`` (spelled so that type checkers accept a variable name)."""
+    return Annotated[str, IdRef(table)]
 
 
 def _singular(table: str) -> str:

@@ -30,6 +30,8 @@ class InsertedId(str):
     """The id returned by ``insert``; ``.get()`` / ``.get_x()`` read the new ent."""
 
     __slots__ = ("_tx", "_table")
+    _tx: Transaction
+    _table: str
 
     def __new__(cls, value: str, tx: Transaction, table: str) -> InsertedId:
         obj = super().__new__(cls, value)

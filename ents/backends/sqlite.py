@@ -79,8 +79,9 @@ class SQLiteDialect(Dialect):
 class _SQLiteConnection(Connection):
     def __init__(self, raw: sqlite3.Connection) -> None:
         self.raw = raw
-        self.execute = raw.execute  # type: ignore[method-assign]
-        self.executemany = raw.executemany  # type: ignore[method-assign]
+        # Bound straight to the driver: no Python frame per statement.
+        self.execute = raw.execute  # type: ignore[method-assign,assignment]
+        self.executemany = raw.executemany  # type: ignore[method-assign,assignment]
 
     def execute(self, sql: str, params: Params = ()) -> Any:  # pragma: no cover - replaced
         return self.raw.execute(sql, params)

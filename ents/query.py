@@ -223,12 +223,26 @@ def ent_class(rt: TableRuntime) -> type[Ent]:
         reserved = set(dir(Ent))
         for name, get in rt.getters.items():
             if name not in reserved:
-                props[name] = property(lambda self, get=get: get(self._row), doc=f"Field {name!r}")
+                props[name] = _row_property(name, get)
         for name in rt.json_getters:
             if name not in reserved:
-                props[name] = property(lambda self, name=name: self._lookup(name), doc=f"Field {name!r}")
+                props[name] = _json_property(name)
         cls = rt.cache["ent_class"] = type(f"Ent_{rt.name}", (Ent,), props)
     return cls  # type: ignore[no-any-return]
+
+
+def _row_property(name: str, get: Callable[[tuple[Any, ...]], Any]) -> property:
+    def read(self: Ent) -> Any:
+        return get(self._row)
+
+    return property(read, doc=f"Field {name!r}")
+
+
+def _json_property(name: str) -> property:
+    def read(self: Ent) -> Any:
+        return self._lookup(name)
+
+    return property(read, doc=f"Field {name!r}")
 
 
 def make_ents(rt: TableRuntime, rows: Sequence[tuple[Any, ...]], tx: Transaction) -> list[Ent]:

@@ -121,22 +121,37 @@ def _complete(rt: TableRuntime, doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def _check_references(tx: Transaction, rt: TableRuntime, cols: tuple[str, ...], rows: list[list[Any]]) -> None:
-    """Every id stored in an id column must name an existing document."""
+def _check_references(
+    tx: Transaction, rt: TableRuntime, cols: tuple[str, ...], rows: list[list[Any]], self_rid: int | None = None
+) -> None:
+    """Every id written into an id column must name an existing document.
+
+    Not checked: ids of system tables (jobs are purged after a week and files deleted
+    without cascading, so references to them may dangle, as in Convex), and, when
+    ``self_rid`` names the document being updated, an id it already holds (so that a
+    document whose target went away can still be written back unchanged).
+    """
     if not rt.id_fields:
         return
     fields = rt.table.fields
+    q = tx.dialect.q
     for i, name in enumerate(cols):
         if name not in rt.id_fields:
             continue
         spec = fields[name]
+        assert spec.id_table is not None
+        if spec.id_table.startswith("_"):
+            continue
         keys = {row[i] for row in rows if row[i] is not None}
         if not keys:
             continue
-        assert spec.id_table is not None
         target = tx.rt(spec.id_table)
-        found = {r[0] for r in tx.in_chunks(f"SELECT {tx.dialect.q('_rid')} FROM {target.q_table}", tx.dialect.q("_rid"), list(keys))}
+        found = {r[0] for r in tx.in_chunks(f"SELECT {q('_rid')} FROM {target.q_table}", q("_rid"), list(keys))}
         missing = keys - found
+        if missing and self_rid is not None:
+            held = tx.fetchone(f"SELECT {q(name)} FROM {rt.q_table} WHERE {q('_rid')} = {tx.dialect.param}", (self_rid,))
+            if held is not None:
+                missing.discard(held[0])
         if missing:
             bad = target.encode_rid(next(iter(missing)))
             raise ValidationError(
@@ -342,7 +357,7 @@ def patch(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) ->
     plans = _plan_edges(tx, rt, edges, "patch") if edges else None
     if doc:
         cols, vals = _row_values(rt, doc)
-        _check_references(tx, rt, cols, [vals])
+        _check_references(tx, rt, cols, [vals], rid)
         _unique_precheck(tx, rt, doc, cols, vals, rid)
         # The UPDATE tells whether the document exists; nothing was written if not.
         _update_row(tx, rt, rid, doc, cols, vals)
@@ -381,7 +396,7 @@ def replace(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) 
         if spec.name not in doc:
             doc[spec.name] = None
     cols, vals = _row_values(rt, doc)
-    _check_references(tx, rt, cols, [vals])
+    _check_references(tx, rt, cols, [vals], rid)
     _unique_precheck(tx, rt, doc, cols, vals, rid)
     plans = _plan_edges(tx, rt, edges, "replace") if edges else None
     _update_row(tx, rt, rid, doc, cols, vals)

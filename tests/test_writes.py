@@ -179,6 +179,37 @@ def test_insert_on_the_ref_end_moves_the_other_ents(app: Any, seeded: dict[str, 
     app.run(body)
 
 
+def test_plain_id_fields_are_checked_but_may_dangle_later(app: Any, seeded: dict[str, str]) -> None:
+    note = app.run(lambda ctx: ctx.table("notes").insert({"text": "n", "owner": seeded["bob"]}))
+    app.run(lambda ctx: ctx.table("users").get_x(seeded["bob"]).delete())  # an Id field is not an edge
+    assert app.run(lambda ctx: ctx.table("notes").get_x(note).owner) == seeded["bob"]
+
+    def body(ctx: Any) -> None:
+        n = ctx.table("notes").get_x(note)
+        n.replace(n.doc())  # written back unchanged: fine
+        n.patch({"owner": seeded["bob"], "text": "again"})
+        with pytest.raises(ValidationError, match="no such document"):
+            ctx.table("notes").insert({"text": "x", "owner": seeded["bob"]})
+        ctx.table("notes").get_x(note).patch({"owner": seeded["ada"]})
+        with pytest.raises(ValidationError, match="no such document"):
+            ctx.table("notes").get_x(note).patch({"owner": seeded["bob"]})
+
+    app.run(body)
+
+
+def test_references_to_system_documents_may_dangle(app: Any) -> None:
+    def body(ctx: Any) -> None:
+        file_id = ctx.storage.store(b"x")
+        photo = ctx.table("photos").insert({"file_id": file_id})
+        ctx.storage.delete(file_id)  # deleting a file does not cascade to ents
+        ent = ctx.table("photos").get_x(photo)
+        assert ent.file_id == file_id and ent.edge("file") is None
+        ent.replace(ent.doc())
+        ctx.table("photos").insert({"file_id": file_id})
+
+    app.run(body)
+
+
 # -- insert_many -------------------------------------------------------------------------
 
 

@@ -135,6 +135,20 @@ def test_optional_field_edges_are_unset(app: Any, world: dict[str, Any]) -> None
     app.run(read)
 
 
+def test_optional_1_to_1_edge_is_unique_when_set(app: Any, world: dict[str, Any]) -> None:
+    from ents import UniqueConstraintError
+
+    def body(ctx: Any) -> None:
+        ctx.table("avatars").insert_many([{"url": "x.png"}, {"url": "y.png"}])  # unset twice: fine
+        with pytest.raises(UniqueConstraintError, match='1:1 edge "user"'):
+            ctx.table("avatars").insert({"url": "z.png", "user_id": world["ada"]})
+        bob_avatar = ctx.table("avatars").insert({"url": "b.png", "user_id": world["bob"]})
+        assert ctx.table("users").get_x(world["bob"]).edge("avatar")._id == bob_avatar
+        assert ctx.table("users").get_x(world["cy"]).edge("avatar") is None
+
+    app.run(body)
+
+
 def test_many_to_many_rows_are_removed_but_not_the_other_ents(app: Any, world: dict[str, Any]) -> None:
     assert count(app, "messages_to_tags") == 7
     app.run(lambda ctx: ctx.table("messages").get_x(world["ada_msgs"][0]).delete())

@@ -57,12 +57,10 @@ def run_one(name: str, title: str, extra: list[str]) -> Section:
     except subprocess.TimeoutExpired:
         error = f"`{' '.join(cmd)}` did not finish within {TIMEOUT_S} s and was killed"
     finally:
-        if os.path.exists(out):
-            try:
-                if os.path.getsize(out) == 0:
-                    os.unlink(out)
-            except OSError:
-                pass
+        try:
+            os.unlink(out)
+        except OSError:
+            pass
     s = Section(name, title, error=error)
     s.seconds = time.monotonic() - started
     return s

@@ -65,29 +65,11 @@ class Op(Expr):
         if op == "neg":
             return f"(-{self.args[0].compile(ctx)})"
         left, right = self.args
+        if op in _ORDER and isinstance(left, Literal) and isinstance(right, Literal):
+            # Nothing to ask the database (which could not even type two bare parameters).
+            return "(1=1)" if _fold(op, left.value, right.value) else "(1=0)"
         if op in ("lt", "lte", "gt", "gte"):
-            # Field against literal: order as Convex does, with missing values (None)
-            # sorting before everything else.
-            if isinstance(right, Field) and isinstance(left, Literal):
-                left, right = right, left
-                op = {"lt": "gt", "lte": "gte", "gt": "lt", "gte": "lte"}[op]
-            if isinstance(left, Field) and isinstance(right, Literal):
-                if right.value is None:
-                    if op in ("lt", "gte"):
-                        return "(1=0)" if op == "lt" else "(1=1)"
-                    lhs = left.compile(ctx)
-                    return f"({lhs} IS NULL)" if op == "lte" else f"({lhs} IS NOT NULL)"
-                sym = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}[op]
-                if op in ("lt", "lte"):
-                    # The field appears twice; compile it twice so that parameters it
-                    # carries (JSON paths) are bound once per occurrence, in order.
-                    null_check = left.compile(ctx)
-                    lhs = left.compile(ctx)
-                    rhs = ctx.operand(right, left)
-                    return f"({null_check} IS NULL OR {lhs} {sym} {rhs})"
-                lhs = left.compile(ctx)
-                rhs = ctx.operand(right, left)
-                return f"({lhs} {sym} {rhs})"
+            return _compare(ctx, op, left, right)
         lhs = ctx.operand(left, right)
         rhs = ctx.operand(right, left)
         if op == "eq":
@@ -99,6 +81,69 @@ class Op(Expr):
             return f"(CAST({lhs} AS DOUBLE PRECISION) / {rhs})"
         sym = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "add": "+", "sub": "-", "mul": "*", "mod": ctx.dialect.mod_op}[op]
         return f"({lhs} {sym} {rhs})"
+
+
+_ORDER = {"eq", "neq", "lt", "lte", "gt", "gte"}
+
+
+def _rank(value: Any) -> tuple[int, Any]:
+    """Convex's order of values: missing/None, then numbers, booleans, strings."""
+    if value is None:
+        return (0, 0)
+    if isinstance(value, bool):
+        return (2, value)
+    if isinstance(value, (int, float)):
+        return (1, value)
+    if isinstance(value, str):
+        return (3, value)
+    raise ValidationError(
+        f"Filters compare scalar values (None, bool, number, string); got {type(value).__name__}"
+    )
+
+
+def _fold(op: str, a: Any, b: Any) -> bool:
+    x, y = _rank(a), _rank(b)
+    return {"eq": x == y, "neq": x != y, "lt": x < y, "lte": x <= y, "gt": x > y, "gte": x >= y}[op]
+
+
+def _compare(ctx: _Compiler, op: str, left: Expr, right: Expr) -> str:
+    """An ordering comparison with Convex's semantics, as a plain SQL boolean.
+
+    A missing value (None) sorts before every other value, and the result is never SQL's
+    unknown: ``NOT (age > 18)`` must keep the documents without an age, which
+    ``NOT (NULL > 18)`` would drop.
+    """
+    if op in ("gt", "gte"):  # a > b is b < a
+        left, right = right, left
+        op = "lt" if op == "gt" else "lte"
+    sym = "<" if op == "lt" else "<="
+    left_lit = isinstance(left, Literal)
+    right_lit = isinstance(right, Literal)
+    if right_lit and right.value is None:  # type: ignore[attr-defined]
+        # x < None holds for nothing; x <= None for x missing
+        return "(1=0)" if op == "lt" else f"({ctx.operand(left, right)} IS NULL)"
+    if left_lit and left.value is None:  # type: ignore[attr-defined]
+        # None <= x holds for everything; None < x for x present
+        return "(1=1)" if op == "lte" else f"({ctx.operand(right, left)} IS NOT NULL)"
+
+    # Each occurrence is compiled on its own, in textual order, so that parameters
+    # (literals, JSON paths) are bound once per occurrence.
+    def side(e: Expr, other: Expr) -> str:
+        return ctx.operand(e, other)
+
+    if right_lit:
+        null = side(left, right)
+        return f"({null} IS NULL OR {side(left, right)} {sym} {side(right, left)})"
+    if left_lit:
+        null = side(right, left)
+        return f"({null} IS NOT NULL AND {side(left, right)} {sym} {side(right, left)})"
+    if op == "lt":
+        r_null = side(right, left)
+        l_null = side(left, right)
+        return f"({r_null} IS NOT NULL AND ({l_null} IS NULL OR {side(left, right)} < {side(right, left)}))"
+    l_null = side(left, right)
+    r_null = side(right, left)
+    return f"({l_null} IS NULL OR ({r_null} IS NOT NULL AND {side(left, right)} <= {side(right, left)}))"
 
 
 def _expr(value: Any) -> Expr:

@@ -503,3 +503,78 @@ def test_scheduled_deletion_finishes_in_batches(make_app: Any, clock: Any) -> No
     app.finish_all_scheduled_functions()
     assert app.run(lambda ctx: ctx.table("orgs").get(org_id)) is None
     assert count(app, "depts") == 0 and count(app, "staff") == 0
+
+
+def test_random_deletions_leave_no_dangling_edges(make_app: Any) -> None:
+    """Whatever is deleted, in whatever order, no stored edge or edge row is left pointing
+    at a deleted ent, and ents reachable only through optional edges survive."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    app = make_app(cascade_schema())
+
+    op = st.one_of(
+        st.tuples(st.just("user"), st.integers(0, 9)),
+        st.tuples(st.just("message"), st.integers(0, 9), st.lists(st.integers(0, 9), max_size=3)),
+        st.tuples(st.just("comment"), st.integers(0, 9)),
+        st.tuples(st.just("profile"), st.integers(0, 9)),
+        st.tuples(st.just("note"), st.integers(0, 9)),
+        st.tuples(st.just("friend"), st.integers(0, 9), st.integers(0, 9)),
+        st.tuples(st.just("delete"), st.sampled_from(["users", "messages", "tags", "profiles", "comments"]), st.integers(0, 9)),
+    )
+
+    @settings(max_examples=30, deadline=None, database=None)
+    @given(st.lists(op, max_size=25))
+    def check(ops: list[Any]) -> None:
+        def reset(ctx: Any) -> None:
+            for table in ("users", "tags", "notes", "avatars"):
+                ctx.table(table).delete()
+            ctx.table("tags").insert_many([{"name": f"t{i}"} for i in range(3)])
+            ctx.table("users").insert_many([{"name": f"u{i}"} for i in range(3)])
+
+        app.run(reset)
+
+        def pick(ctx: Any, table: str, i: int) -> Any:
+            ents = ctx.table(table).collect()
+            return ents[i % len(ents)] if ents else None
+
+        def apply(ctx: Any, o: Any) -> None:
+            kind = o[0]
+            if kind == "user":
+                ctx.table("users").insert({"name": f"u{o[1]}"})
+            elif kind == "message" and (u := pick(ctx, "users", o[1])):
+                tags = [t._id for i in o[2] if (t := pick(ctx, "tags", i))]
+                ctx.table("messages").insert({"text": "m", "user_id": u._id, "tags": tags})
+            elif kind == "comment" and (m := pick(ctx, "messages", o[1])):
+                ctx.table("comments").insert({"text": "c", "message_id": m._id})
+            elif kind == "profile" and (u := pick(ctx, "users", o[1])) and u.edge("profile") is None:
+                ctx.table("profiles").insert({"bio": "b", "user_id": u._id})
+            elif kind == "note":
+                u = pick(ctx, "users", o[1])
+                ctx.table("notes").insert({"text": "n", "user_id": u._id if u else None})
+            elif kind == "friend" and (a := pick(ctx, "users", o[1])) and (b := pick(ctx, "users", o[2])):
+                a.patch({"friends": {"add": [b._id]}})
+            elif kind == "delete" and (e := pick(ctx, o[1], o[2])):
+                e.delete()
+
+        for o in ops:
+            app.run(lambda ctx, o=o: apply(ctx, o))
+        notes_before = app.run(lambda ctx: len(ctx.table("notes")))
+
+        def dangling(ctx: Any) -> list[str]:
+            tx = ctx._tx
+            checks = {
+                "messages.user_id": 'SELECT COUNT(*) FROM "messages" m WHERE NOT EXISTS (SELECT 1 FROM "users" u WHERE u."_rid" = m."user_id")',
+                "comments.message_id": 'SELECT COUNT(*) FROM "comments" c WHERE NOT EXISTS (SELECT 1 FROM "messages" m WHERE m."_rid" = c."message_id")',
+                "profiles.user_id": 'SELECT COUNT(*) FROM "profiles" p WHERE NOT EXISTS (SELECT 1 FROM "users" u WHERE u."_rid" = p."user_id")',
+                "notes.user_id": 'SELECT COUNT(*) FROM "notes" n WHERE n."user_id" IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "users" u WHERE u."_rid" = n."user_id")',
+                "messages_to_tags": 'SELECT COUNT(*) FROM "messages_to_tags" e WHERE NOT EXISTS (SELECT 1 FROM "messages" m WHERE m."_rid" = e."messages_id") OR NOT EXISTS (SELECT 1 FROM "tags" t WHERE t."_rid" = e."tags_id")',
+                "users_friends": 'SELECT COUNT(*) FROM "users_friends" e WHERE NOT EXISTS (SELECT 1 FROM "users" u WHERE u."_rid" = e."a_id") OR NOT EXISTS (SELECT 1 FROM "users" u WHERE u."_rid" = e."b_id")',
+            }
+            return [name for name, sql in checks.items() if tx.fetchone(sql)[0]]
+
+        assert app.run(dangling) == []
+        # notes only lose their user, never themselves
+        assert app.run(lambda ctx: len(ctx.table("notes"))) == notes_before == sum(1 for o in ops if o[0] == "note")
+
+    check()

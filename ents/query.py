@@ -421,7 +421,8 @@ class Query:
         if self._range_fn is not None:
             assert self._index is not None
             resolved = rt.table.resolve_index(self._index)
-            fields = resolved[1] if resolved else ()
+            # by_creation_time is Convex's built-in index over _creation_time alone
+            fields = resolved[1] if resolved else ("_creation_time",)
             c, p = compile_range(rt, self._index, tuple(fields), self._range_fn, alias="t")
             conds += c
             params += p

@@ -372,6 +372,22 @@ def test_index_range_queries(app: Any, ids: dict[str, str]) -> None:
     app.run(read)
 
 
+def test_by_creation_time_index(app: Any, clock: Any) -> None:
+    first = app.run(lambda ctx: ctx.table("tags").insert({"name": "first"}))
+    clock.advance(10)
+    second = app.run(lambda ctx: ctx.table("tags").insert({"name": "second"}))
+    t = clock.now()
+
+    def read(ctx: Any) -> None:
+        assert [x._id for x in ctx.table("tags", "by_creation_time", lambda q: q.gte("_creation_time", t))] == [second]
+        assert [x._id for x in ctx.table("tags", "by_creation_time", lambda q: q.lt("_creation_time", t))] == [first]
+        assert [x._id for x in ctx.table("tags").order("desc", "by_creation_time")] == [second, first]
+        got = ctx.db.query("tags").with_index("by_creation_time", lambda q: q.gt("_creation_time", t - 10)).collect()
+        assert [d["_id"] for d in got] == [second]
+
+    app.run(read)
+
+
 def test_index_range_errors(app: Any, ids: dict[str, str]) -> None:
     def read(ctx: Any) -> None:
         with pytest.raises(ValidationError, match='next field of the index is "name"'):

@@ -102,6 +102,7 @@ class Section:
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    skipped: str | None = None  # why the benchmark could not run here (e.g. no server); not a failure
     seconds: float = 0.0
 
     def check(self, description: str, ok: bool, detail: str = "") -> bool:
@@ -123,6 +124,7 @@ class Section:
         s.checks = [Check(**c) for c in data.get("checks", [])]
         s.notes = list(data.get("notes", []))
         s.error = data.get("error")
+        s.skipped = data.get("skipped")
         s.seconds = data.get("seconds", 0.0)
         return s
 
@@ -182,6 +184,8 @@ def section_markdown(s: Section) -> str:
         out.append("")
     if s.error:
         out += ["**This benchmark failed:**", "", "```", s.error.rstrip(), "```", ""]
+    if s.skipped:
+        out += [f"**Skipped:** {s.skipped}", ""]
     for t in s.tables:
         out.append(f"### {t.title}")
         out.append("")

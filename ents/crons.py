@@ -71,7 +71,7 @@ from croniter import CroniterBadDateError, CroniterError, croniter
 from .errors import FunctionNotFoundError, SchedulerError, ValidationError
 from .functions import FunctionDef
 from .scheduler import JOBS, schedule
-from .values import Doc, normalize
+from .values import Doc, check_str, normalize
 
 if TYPE_CHECKING:
     from .app import App
@@ -183,13 +183,13 @@ def _zone(name: str, tz: Any) -> tuple[str | None, tzinfo | None]:
         return None, None
     if isinstance(tz, ZoneInfo):
         tz = tz.key
-    if not isinstance(tz, str) or not tz:
+    if not isinstance(tz, str) or not tz or not _storable(tz):
         raise _fail(name, f'tz must be an IANA time zone name such as "Europe/Paris", got {tz!r}')
     if tz in _UTC_NAMES:
         return None, None
     try:
         return tz, ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: e.g. a name too long for a file
         raise _fail(name, f'unknown time zone "{tz}"; use an IANA name such as "Europe/Paris" or "America/New_York"') from None
 
 
@@ -230,7 +230,7 @@ class CronPlan(Plan):
     MAX_STEPS = 100_000
 
     def __init__(self, name: str, expression: Any, zone: tzinfo | None) -> None:
-        if not isinstance(expression, str):
+        if not isinstance(expression, str) or not _storable(expression):
             raise _fail(name, f'a cron expression is a string such as "0 9 * * 1-5", got {expression!r}')
         text = " ".join(expression.split())
         fields = text.split(" ")
@@ -341,6 +341,8 @@ def parse_schedule(name: str, spec: Any, tz: Any = None) -> tuple[dict[str, Any]
             f'"type" ("interval", "hourly", "daily", "weekly", "monthly" or "cron"); got {spec!r}',
         )
     kind = sched.pop("type")
+    if not isinstance(kind, str):  # e.g. a dict: unhashable, and never a schedule type
+        raise _fail(name, f'unknown schedule type {kind!r}; use "interval", "hourly", "daily", "weekly", "monthly" or "cron"')
     if kind == "interval":
         if tz_name is not None:
             raise _fail(name, f'an interval has no wall-clock time, so tz="{tz_name}" does not apply to it')
@@ -425,8 +427,17 @@ def _as_mapping(name: str, schedule: Any, kind: str) -> Mapping[str, Any]:
 
 
 def _check_name(name: Any) -> None:
-    if not isinstance(name, str) or not name.strip():
-        raise SchedulerError(f"A cron's name is a non-empty string, got {name!r}")
+    if not isinstance(name, str) or not name.strip() or not _storable(name):
+        raise SchedulerError(f"A cron's name is a non-empty string of valid Unicode without NUL, got {name!r}")
+
+
+def _storable(text: str) -> bool:
+    """Whether ``text`` can be stored and sent to the database (no lone surrogate, no NUL)."""
+    try:
+        check_str(text)
+    except ValidationError:
+        return False
+    return True
 
 
 def _query_target(name: str, function: str) -> SchedulerError:
@@ -505,6 +516,8 @@ def _rows(tx: Transaction, where: str = "", params: tuple[Any, ...] = (), *, loc
 
 
 def _by_name(tx: Transaction, name: str, *, lock: bool = False) -> Row | None:
+    if not isinstance(name, str) or not _storable(name):
+        return None  # no cron can have that name (and the driver could not send it)
     q = tx.dialect.q
     found = _rows(tx, f" WHERE {q('name')} = {tx.dialect.param}", (name,), lock=lock)
     return found[0] if found else None

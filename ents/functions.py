@@ -127,6 +127,15 @@ class FunctionDef:
             ) from None
         out = {name: getattr(model, name) for name in self.arg_names if name in model.model_fields_set or _has_default(model, name)}
         if self._accepts_extra and model.model_extra:
+            # With **kwargs any name is accepted, except the context's: the handler would
+            # get it twice (a TypeError from deep inside the call).
+            ctx_name = _ctx_param(self.handler)
+            if ctx_name in model.model_extra:
+                raise ValidationError(
+                    f"Invalid arguments for function `{self.name}`: `{ctx_name}` is the context parameter, not an argument",
+                    function=self.name,
+                    field=ctx_name,
+                )
             out.update(model.model_extra)
         return out
 
@@ -146,6 +155,13 @@ class FunctionDef:
         """Arguments as stored for a scheduled run (validated, then plain JSON-like data)."""
         validated = self.validate_args(args)
         return normalize(validated)
+
+
+def _ctx_param(handler: Callable[..., Any]) -> str | None:
+    try:
+        return next(iter(inspect.signature(handler).parameters))
+    except (TypeError, ValueError, StopIteration):  # pragma: no cover - checked at registration
+        return None
 
 
 def _has_default(model: Any, name: str) -> bool:

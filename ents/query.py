@@ -180,7 +180,7 @@ class Ent:
         return _plural_edge(self, edge)
 
     def _edge_def(self, name: str) -> Edge:
-        edge = self._rt.table.edges.get(name)
+        edge = self._rt.table.edges.get(name) if isinstance(name, str) else None
         if edge is None:
             known = ", ".join(f'"{e}"' for e in self._rt.table.edges) or "none"
             raise ValidationError(
@@ -557,6 +557,8 @@ class Query:
 
     def map(self, fn: Callable[[Ent], Any]) -> list[Any]:
         """``[fn(ent) for ent in query]``; edges read inside ``fn`` are batch-loaded."""
+        if not callable(fn):
+            raise ValidationError(f"map() takes a function of an ent, got {type(fn).__name__}", table=self._rt.name)
         out: list[Any] = []
         for ents in self._chunks() if self._cache is None else iter([self._cache]):
             for e in ents:
@@ -834,6 +836,8 @@ class TableQuery(Query):
         rt = self._rt
         tx = self._tx
         if len(args) == 1:
+            if isinstance(args[0], (str, bytes)) or not hasattr(args[0], "__iter__"):
+                raise ValidationError(f"get_many() takes a list of ids, got {type(args[0]).__name__}", table=rt.name)
             ids = list(args[0])
             rids = [tx.app.codec.decode_for(rt.name, i) for i in ids]
             found = {r[0]: r for r in fetch_rows(tx, rt, "_rid", list(set(rids)))}
@@ -936,6 +940,6 @@ class TableFactory:
         return cls(self._tx, rt, index=index, range_fn=range_fn)
 
     def system(self, table: str, index: str | None = None, range_fn: Callable[[Any], Any] | None = None) -> TableQuery:
-        if not table.startswith("_"):
+        if not isinstance(table, str) or not table.startswith("_"):
             raise ValidationError(f'ctx.table.system() reads system tables; "{table}" is not one', table=table)
         return self(table, index, range_fn)

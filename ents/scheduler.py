@@ -34,11 +34,20 @@ TRANSIENT_ACTION_ERROR = "Transient error while executing action"
 _INSERT_COLS = ("_creation_time", "name", "args", "scheduled_time", "completed_time", "state", "kind", "attempts", "cron")
 
 
+def _as_float(value: int | float) -> float:
+    # float(10**400) raises OverflowError; such a time is simply out of range (infinite
+    # here, refused by the finiteness checks below with a SchedulerError).
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def to_ms_delay(delay: Any) -> float:
     if isinstance(delay, timedelta):
         value = delay.total_seconds() * 1000
     elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
-        value = float(delay)
+        value = _as_float(delay)
     else:
         raise SchedulerError(f"run_after() takes a delay in milliseconds or a timedelta, got {type(delay).__name__} {delay!r}")
     if math.isnan(value) or math.isinf(value):
@@ -57,7 +66,7 @@ def to_ms_time(ts: Any) -> float:
             )
         return ts.timestamp() * 1000
     if isinstance(ts, (int, float)) and not isinstance(ts, bool):
-        value = float(ts)
+        value = _as_float(ts)
         if math.isnan(value) or math.isinf(value):
             raise SchedulerError(f"run_at() needs a finite timestamp in milliseconds, got {ts!r}")
         return value

@@ -127,6 +127,8 @@ class TableDef:
         return self.fields
 
     def resolve_index(self, name: str) -> tuple[str, tuple[str, ...]] | None:
+        if not isinstance(name, str):  # e.g. a list: unhashable, and never an index name
+            return None
         canonical = self.index_aliases.get(name, name)
         fields = self.indexes.get(canonical)
         if fields is None:
@@ -283,8 +285,8 @@ class EntDefinition:
     def index(self, name: str, fields: list[str] | tuple[str, ...]) -> EntDefinition:
         """Declare an index over ``fields`` (in order); results are then ordered by them."""
         _check_name("index", name)
-        if isinstance(fields, str) or not fields:
-            raise SchemaError(f'Index "{name}" needs a non-empty list of field names')
+        if not isinstance(fields, (list, tuple)) or not fields or not all(isinstance(f, str) for f in fields):
+            raise SchemaError(f'Index "{name}" needs a non-empty list of field names, got {fields!r}')
         self._indexes.append((name, tuple(fields)))
         return self
 

@@ -12,6 +12,7 @@ in ``app.finish_in_progress_scheduled_functions()`` / ``app.finish_all_scheduled
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,7 +35,7 @@ class FakeClock(ManualClock):
         if isinstance(delta, timedelta):
             ms = delta.total_seconds() * 1000
         elif isinstance(delta, (int, float)) and not isinstance(delta, bool):
-            ms = float(delta)
+            ms = _finite(delta, "advance()")
         else:
             raise ValidationError(f"advance() takes milliseconds or a timedelta, got {delta!r}")
         if ms < 0 or ms != ms:
@@ -50,11 +51,22 @@ class FakeClock(ManualClock):
         self.set(ms)
 
 
+def _finite(value: float, what: str) -> float:
+    """``value`` as a float; NaN, infinities and ints too large for a float are refused."""
+    try:
+        ms = float(value)
+    except OverflowError:
+        ms = float("inf")
+    if not math.isfinite(ms):
+        raise ValidationError(f"{what} takes a finite number of milliseconds, got {value!r}")
+    return ms
+
+
 def _ms(value: Any, what: str) -> float:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValidationError(f"{what} needs an aware datetime")
         return value.timestamp() * 1000
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return _finite(value, what)
     raise ValidationError(f"{what} takes milliseconds since the epoch or an aware datetime, got {value!r}")

@@ -63,7 +63,8 @@ class Transaction:
         return self.execute(sql, params).fetchall()  # type: ignore[no-any-return]
 
     def rt(self, table: str) -> TableRuntime:
-        rt = self.runtimes.get(table)
+        # A non-string (e.g. a list) would raise TypeError from the dict lookup.
+        rt = self.runtimes.get(table) if isinstance(table, str) else None
         if rt is None:
             known = ", ".join(sorted(t for t in self.runtimes if not self.app.schema.tables[t].is_edge_table))
             raise EntsError(f'Table "{table}" is not defined in the schema (tables: {known})', table=table)

@@ -265,7 +265,7 @@ def sync_schema(backend: Any, tables: dict[str, TableDef]) -> dict[str, int]:
                 q,
                 d.index_term,
                 d.index_includes_rid,
-                getattr(d, "json_sort_expr", None),
+                d.json_sort_expr,
             )
             for stmt in ddl:
                 conn.execute(stmt)

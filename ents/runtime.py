@@ -260,8 +260,7 @@ def json_sort_expr(dialect: Dialect, column_sql: str) -> str:
     hook; one that stores JSON as text (SQLite) provides ``json_sort_expr`` so that 10
     sorts after 9 and the index on the expression serves the query.
     """
-    hook = getattr(dialect, "json_sort_expr", None)
-    return hook(column_sql) if hook is not None else column_sql
+    return dialect.json_sort_expr(column_sql)
 
 
 def _copy_default(value: Any) -> Any:

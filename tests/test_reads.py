@@ -1041,15 +1041,7 @@ def test_filters_follow_convex_semantics(make_app: Any) -> None:
     check()
 
 
-def test_a_nested_null_reads_as_missing_in_filters(make_app: Any, backend: str, request: Any) -> None:
-    request.applymarker(
-        pytest.mark.xfail(
-            backend == "postgres",
-            reason="PostgresDialect.json_extract returns jsonb 'null' for a JSON null, not SQL NULL "
-            "(fix: NULLIF(col #> path, 'null'::jsonb))",
-            strict=True,
-        )
-    )
+def test_a_nested_null_reads_as_missing_in_filters(make_app: Any) -> None:
     from ents import define_ent, define_ent_schema
 
     app = make_app(define_ent_schema({"docs": define_ent({"meta": dict[str, Any]})}))

@@ -107,6 +107,10 @@ class Dialect:
     #: the modulo operator as written in SQL text for this driver
     mod_op = "%"
 
+    def json_sort_expr(self, column_sql: str) -> str:
+        """What indexes and ORDER BY use for a JSON column: its value, compared as such."""
+        return column_sql
+
     def json_value_param(self, value: Any) -> tuple[str, Any]:
         """SQL and parameter comparing equal to a scalar extracted by :meth:`json_extract`."""
         return self.param, value

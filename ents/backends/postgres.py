@@ -61,7 +61,8 @@ class PostgresDialect(Dialect):
 
     def json_extract(self, column_sql: str, path: Sequence[str], params: list[Any]) -> str:
         params.append(list(path))
-        return f"({column_sql} #> %s::text[])"
+        # A JSON null reads as SQL NULL, as a missing key does (and as on SQLite).
+        return f"NULLIF({column_sql} #> %s::text[], 'null'::jsonb)"
 
     def json_value_param(self, value: Any) -> tuple[str, Any]:
         return "%s::jsonb", dumps(value)

@@ -751,3 +751,64 @@ def test_hostile_table_and_field_names_on_every_backend(make_app: Any):
         if ok:
             assert app.run(lambda ctx: ctx.table(table).get_x(id).v) == 1
             attempt(app, lambda: app.run(lambda ctx: ctx.table(table).filter(lambda q: q.eq(q.field("v"), 1)).collect()))
+
+
+# -- failures caught inside a mutation ------------------------------------------------------------------
+
+
+def test_failed_calls_caught_inside_a_mutation_leave_no_trace(make_app: Any, backend: str, clock: FakeClock):
+    """A mutation that catches an ents error and goes on commits nothing of the failed call."""
+    app = _things_app(make_app)
+
+    @app.internal_mutation(name="bad:target")
+    def target(ctx: Any, x: int = 0) -> None:
+        pass
+
+    keep = app.run(lambda ctx: ctx.table("things").first_x()._id)
+
+    @run_examples(backend, EXAMPLES * 2)
+    @given(
+        op=st.sampled_from(["insert", "insert_many", "patch", "replace", "run_after", "run_at", "cancel", "delete", "cron", "edge"]),
+        value=hostile_value,
+        when=hostile_time,
+    )
+    def check(op: str, value: Any, when: Any) -> None:
+        def body(ctx: Any) -> bool:
+            try:
+                if op == "insert":
+                    ctx.table("things").insert({**GOOD, "u": "new", "d": value})
+                elif op == "insert_many":
+                    ctx.table("things").insert_many([{**GOOD, "u": "new1"}, {**GOOD, "u": "new2", "l": value}])
+                elif op == "patch":
+                    ctx.table("things").get_x(keep).patch({"s": "changed", "i": value})
+                elif op == "replace":
+                    ctx.table("things").get_x(keep).replace({**GOOD, "u": "a", "any": value, "m": value})
+                elif op == "run_after":
+                    ctx.scheduler.run_after(when, target, {"x": value})
+                elif op == "run_at":
+                    ctx.scheduler.run_at(when, target, value)
+                elif op == "cancel":
+                    ctx.scheduler.cancel(value)
+                elif op == "delete":
+                    ctx.table("things").get_x(value).delete()
+                elif op == "cron":
+                    ctx.crons.register("c", value, target, {"x": 1})
+                else:
+                    ctx.table("parts").insert({"name": "p", "thing_id": value})
+            except EntsError:
+                return False
+            return True
+
+        before = dump(app)
+        succeeded = app.run(body)
+        if not succeeded:
+            assert dump(app) == before, op
+        else:
+            # Undo whatever the call did so that examples stay independent.
+            app.run(lambda ctx: [t.delete() for t in ctx.table("things") if t.u in ("new", "new1", "new2")])
+            app.run(lambda ctx: ctx.table("things").get_x(keep).replace({**GOOD, "u": "a"}))
+            app.run(lambda ctx: [ctx.scheduler.cancel(j._id) for j in ctx.table("_scheduled_functions", "by_state", lambda q: q.eq("state", "pending"))])
+            app.run(lambda ctx: ctx.crons.delete("c"))
+            app.run(lambda ctx: [p.delete() for p in ctx.table("parts")])
+
+    check()

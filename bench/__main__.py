@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ BENCHMARKS = [
     ("point_ops", "Point operations per second"),
     ("cascade", "Cascading delete"),
     ("scheduler", "Scheduler drain on SQLite"),
+    ("scheduler_pg", "Scheduler drain on PostgreSQL"),
     ("latency", "Due-to-start latency under a steady trickle"),
     ("memory", "Worker memory with many pending jobs"),
 ]
@@ -71,6 +73,9 @@ def summary(sections: list[Section]) -> list[str]:
     for s in sections:
         if s.error and not s.targets:
             out.append(f"| {s.title} | (benchmark failed, see below) | n/a | **NO** |")
+        if s.skipped:
+            out.append(f"| {s.title} | **skipped**: {s.skipped} | n/a | skipped |")
+            continue
         for t in s.targets:
             if t.value is None:
                 v = "n/a"
@@ -95,6 +100,7 @@ def summary(sections: list[Section]) -> list[str]:
 
 def render(sections: list[Section], env: dict[str, str], argv: list[str], quick: bool) -> str:
     total = sum(s.seconds for s in sections)
+    argv = [re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", a) for a in argv]  # no passwords in the file
     out = [
         "# ents benchmarks",
         "",
@@ -112,6 +118,7 @@ def render(sections: list[Section], env: dict[str, str], argv: list[str], quick:
         "",
         "How to run: `python -m bench` (everything, writes this file), `python -m bench --quick` (smoke run), "
         "or one measurement alone: `python -m bench.read_path`, `bench.point_ops`, `bench.cascade`, `bench.scheduler`, "
+        "`bench.scheduler_pg` (needs a PostgreSQL server: 127.0.0.1:5432 or `ENTS_BENCH_PG_URL`; skipped without one), "
         "`bench.latency`, `bench.memory` (each takes `--help`). Peers come from the `bench` extra: "
         "`pip install -e '.[bench]'`. See `bench/README.md`.",
         "",
@@ -127,6 +134,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes, one round: a smoke run")
     p.add_argument("--only", help="comma-separated benchmarks: " + ",".join(n for n, _ in BENCHMARKS))
     p.add_argument("--skip", help="comma-separated benchmarks to leave out")
+    p.add_argument("--pg-url", default=None, help="PostgreSQL server for scheduler_pg (default $ENTS_BENCH_PG_URL or 127.0.0.1:5432)")
     p.add_argument("--memory-jobs", type=int, default=None, help="pending jobs for the memory benchmark (default 200000)")
     p.add_argument("--output", help="where to write the results (default bench/RESULTS.md; a --quick run writes only with --output)")
     args = p.parse_args()
@@ -144,6 +152,8 @@ def main() -> None:
         extra = ["--quick"] if args.quick else []
         if name == "memory" and args.memory_jobs:
             extra += ["--jobs", str(args.memory_jobs)]
+        if name == "scheduler_pg" and args.pg_url:
+            extra += ["--url", args.pg_url]
         s = run_one(name, title, extra)
         progress(f"{name}: done in {s.seconds:.0f} s" + (" (FAILED)" if s.error else ""))
         sections.append(s)

@@ -274,6 +274,8 @@ def environment() -> dict[str, str]:
         "SQLModel": _version("sqlmodel"),
         "Peewee": _version("peewee"),
         "Huey": _version("huey"),
+        "Procrastinate": _version("procrastinate"),
+        "psycopg": _version("psycopg"),
         "pydantic": _version("pydantic"),
     }
 

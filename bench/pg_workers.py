@@ -57,7 +57,12 @@ def make_ents_app(url: str) -> Any:
         for _ in range(n):
             ctx.scheduler.run_after(0, bump, {"counter": counter})
 
-    app.bench = {"bump": bump, "enqueue": enqueue}  # type: ignore[attr-defined]
+    @app.internal_mutation(name="bench.enqueue_each")
+    def enqueue_each(ctx: Any, counters: list[str]) -> None:
+        for c in counters:
+            ctx.scheduler.run_after(0, bump, {"counter": c})
+
+    app.bench = {"bump": bump, "enqueue": enqueue, "enqueue_each": enqueue_each}  # type: ignore[attr-defined]
     return app
 
 
@@ -66,6 +71,50 @@ def ents_worker_app() -> Any:
     app = make_ents_app(os.environ[URL_ENV])
     barrier()
     return app
+
+
+# -- what-if experiments (bench.profile_pg --try ...): patched in this process only ------------
+
+EXPERIMENTS = {
+    "claim-order": "claim ORDER BY ... ASC NULLS FIRST, matching the pending_by_kind index (no sort of every pending job)",
+}
+
+
+def apply_experiments(names: list[str]) -> None:
+    """Monkeypatch ents in this process to measure what a suggested change would buy."""
+    for name in names:
+        if name not in EXPERIMENTS:
+            raise SystemExit(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
+    if "claim-order" in names:
+        from ents.worker import Executor
+
+        orig_init = Executor.__init__
+
+        def init(self: Any, *args: Any, **kwargs: Any) -> None:
+            orig_init(self, *args, **kwargs)
+            if self.app.backend.dialect.name == "postgresql":
+                q = self._q
+                old = f"ORDER BY {q('scheduled_time')}, {q('_creation_time')}, {q('_rid')}"
+                assert old in self._claim, self._claim
+                self._claim = self._claim.replace(
+                    old, f"ORDER BY {q('scheduled_time')} NULLS FIRST, {q('_creation_time')} NULLS FIRST, {q('_rid')} NULLS FIRST"
+                )
+
+        Executor.__init__ = init  # type: ignore[method-assign]
+
+
+def ents_cli(argv: list[str]) -> int:
+    """``python -m bench.pg_workers ents-cli [--try X] -- <ents CLI arguments>``."""
+    tries: list[str] = []
+    while argv and argv[0] == "--try":
+        tries.append(argv[1])
+        argv = argv[2:]
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    apply_experiments(tries)
+    from ents.cli import main as cli_main
+
+    return cli_main(argv)
 
 
 # -- raw psycopg ------------------------------------------------------------------------------
@@ -206,6 +255,8 @@ def procrastinate_worker(concurrency: int) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["ents-cli"]:
+        sys.exit(ents_cli(sys.argv[2:]))
     p = argparse.ArgumentParser(description="a worker process of bench.scheduler_pg")
     p.add_argument("kind", choices=["raw", "procrastinate"])
     p.add_argument("--concurrency", type=int, default=1)

@@ -2,6 +2,8 @@
 
     python -m bench.profile_pg                   # 1 worker: the real Worker.run() in this process
     python -m bench.profile_pg --workers 4       # this one + 3 `ents worker` processes, same barrier
+    python -m bench.profile_pg --try claim-order # what a suggested change would buy (patched here only)
+    python -m bench.profile_pg --distinct-counters   # each job bumps its own counter: no hot row
     options: --jobs N (20000)  --batch-size B (100)  --top N  --sort tottime|cumulative  --no-cprofile
 
 Schedules N due ``bench.bump`` jobs (as ``bench.scheduler_pg``) in a fresh database, then
@@ -27,7 +29,7 @@ import threading
 import time
 from typing import Any
 
-from .pg_workers import PER_MUTATION, URL_ENV, make_ents_app
+from .pg_workers import EXPERIMENTS, PER_MUTATION, URL_ENV, apply_experiments, make_ents_app
 from .scheduler_pg import DrainError, find_server, finish, fresh_database, go, spawn
 
 CLASSES = [
@@ -54,6 +56,7 @@ class StatementCounter:
         self.wait: collections.Counter[str] = collections.Counter()
         self.samples: dict[str, str] = {}
         self.rows = 0
+        self.on = True
 
     def classify(self, sql: Any) -> str:
         text = sql if isinstance(sql, str) else str(sql)
@@ -74,7 +77,7 @@ class StatementCounter:
         orig_many = psycopg.Cursor.executemany
 
         def execute(cur: Any, query: Any, params: Any = None, **kw: Any) -> Any:
-            if threading.get_ident() != counter.thread:
+            if threading.get_ident() != counter.thread or not counter.on:
                 return orig_execute(cur, query, params, **kw)
             k = counter.classify(query)
             t = time.perf_counter()
@@ -85,7 +88,7 @@ class StatementCounter:
                 counter.count[k] += 1
 
         def executemany(cur: Any, query: Any, seq: Any, **kw: Any) -> Any:
-            if threading.get_ident() != counter.thread:
+            if threading.get_ident() != counter.thread or not counter.on:
                 return orig_many(cur, query, seq, **kw)
             k = "executemany: " + counter.classify(query)
             t = time.perf_counter()
@@ -107,6 +110,11 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1, help="total worker processes (this one included)")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--sort", default="tottime", choices=["tottime", "cumulative"])
+    p.add_argument("--try", dest="tries", action="append", default=[], choices=sorted(EXPERIMENTS),
+                   help="apply a what-if patch to ents in the worker processes of this run (repeatable): "
+                   + "; ".join(f"{k}: {v}" for k, v in EXPERIMENTS.items()))
+    p.add_argument("--distinct-counters", action="store_true",
+                   help="each job bumps its own counter (no hot row; not the benchmark's workload)")
     p.add_argument("--no-cprofile", action="store_true", help="count statements only (no profiler overhead)")
     args = p.parse_args()
     url, how = find_server(args.url)
@@ -114,19 +122,31 @@ def main() -> None:
         raise SystemExit(how)
     n = args.jobs
     with fresh_database(url) as (db_url, _dbname):
+        apply_experiments(args.tries)
         app = make_ents_app(db_url)
         cid = app.run(lambda ctx: ctx.table("counters").insert({"name": "jobs", "value": 0}))
-        for start in range(0, n, PER_MUTATION):
-            app.run_mutation(app.bench["enqueue"], {"counter": cid, "n": min(PER_MUTATION, n - start)})
+        cids: list[str] = []
+        if args.distinct_counters:
+            for start in range(0, n, PER_MUTATION):
+                m = min(PER_MUTATION, n - start)
+                ids = app.run(lambda ctx, m=m: ctx.table("counters").insert_many([{"name": "c", "value": 0}] * m))
+                cids += ids
+                app.run_mutation(app.bench["enqueue_each"], {"counters": ids})
+        else:
+            for start in range(0, n, PER_MUTATION):
+                app.run_mutation(app.bench["enqueue"], {"counter": cid, "n": min(PER_MUTATION, n - start)})
         from ents.backends.postgres import PostgresDialect
 
         transient: collections.Counter[str] = collections.Counter()
         main_thread = threading.get_ident()
         orig_classify = PostgresDialect.classify
 
+        seen: list[BaseException] = []  # classify() may be asked twice about one exception
+
         def classify(self: Any, exc: BaseException) -> str | None:
             kind = orig_classify(self, exc)
-            if kind is not None and threading.get_ident() == main_thread:
+            if kind is not None and threading.get_ident() == main_thread and not any(e is exc for e in seen[-8:]):
+                seen.append(exc)
                 transient[f"{kind}: {type(exc).__name__}: {str(exc).splitlines()[0][:90]}"] += 1
             return kind
 
@@ -136,8 +156,9 @@ def main() -> None:
         others = None
         if args.workers > 1:
             os.environ[URL_ENV] = db_url
-            cmd = [sys.executable, "-m", "ents", "--log-level", "INFO", "worker", "bench.pg_workers:ents_worker_app",
-                   "--batch-size", str(args.batch_size)]
+            tries = [x for t in args.tries for x in ("--try", t)]
+            cmd = [sys.executable, "-m", "bench.pg_workers", "ents-cli", *tries, "--", "--log-level", "INFO", "worker",
+                   "bench.pg_workers:ents_worker_app", "--batch-size", str(args.batch_size)]
             others = spawn([cmd] * (args.workers - 1), db_url)
         worker = app.worker(batch_size=args.batch_size)
         import psycopg
@@ -164,20 +185,27 @@ def main() -> None:
         if prof:
             prof.disable()
         t1 = done_at[0] if done_at else time.perf_counter()
+        stmts.on = False
         outputs = ""
         if others is not None:
             finish(others, terminate=True)
             outputs = "\n".join(others.outputs)
-        counter = app.run(lambda ctx: ctx.table("counters").get_x(cid).value)
+        if args.distinct_counters:
+            values = app.run(lambda ctx: [c.value for c in ctx.table("counters")])
+            counter = sum(values) if max(values) <= 1 else -1
+        else:
+            counter = app.run(lambda ctx: ctx.table("counters").get_x(cid).value)
         mine = worker.jobs_run
         mon.close()
         app.close()
     if counter != n:
-        raise DrainError(f"counter {counter} != {n}")
+        raise DrainError(f"counter {counter} != {n} (-1: a counter was bumped twice)")
     wall = t1 - t0
     total_stmts = sum(stmts.count.values())
     total_wait = sum(stmts.wait.values())
     print(f"# ents worker on PostgreSQL: {n:,} jobs, --batch-size {args.batch_size}, {args.workers} worker process(es)"
+          f"{', each job its own counter' if args.distinct_counters else ', one hot counter'}"
+          f"{', what-if: ' + ', '.join(args.tries) if args.tries else ''}"
           f"{' (cProfile on: absolute times inflated)' if prof else ''}")
     print(f"drain {wall:.2f} s = {n / wall:,.0f} jobs/s overall; this worker ran {mine:,} job(s)")
     if outputs:

@@ -411,7 +411,7 @@ def build(section: Section, args: Any) -> None:
     titles = {w: f"{w} worker process{'es' if w > 1 else ''}: drain due no-op jobs that bump one counter (jobs/s; higher is better)"
               for w in workers_list}
     if url is None:
-        section.skipped = f"PostgreSQL benchmark skipped: {how}. Start a server or set ENTS_BENCH_PG_URL."
+        section.skipped = f"{how}. Start a server (or set ENTS_BENCH_PG_URL) to run it."
         progress(section.skipped)
         for w in workers_list:
             section.targets.append(Target(f"{w} worker(s): ents ÷ Procrastinate jobs/s", None, ">=", 3.0, "skipped: no server"))

@@ -169,12 +169,46 @@ class Db:
 class QueryCtx:
     """The context of a query: read-only access to the database."""
 
+    # Built lazily: most functions touch one or two of these, and a context is made per call.
+    __slots__ = ("_tx", "_table", "_db", "_auth", "_storage", "_scheduler")
+
     def __init__(self, tx: Transaction) -> None:
         self._tx = tx
-        self.table = TableFactory(tx)
-        self.db = Db(tx)
-        self.auth = Auth(tx.identity)
-        self.storage = Storage(tx)
+        self._table: TableFactory | None = None
+        self._db: Db | None = None
+        self._auth: Auth | None = None
+        self._storage: Storage | None = None
+        self._scheduler: Scheduler | None = None
+
+    @property
+    def table(self) -> TableFactory:
+        """``ctx.table("users")``: read (and in mutations, write) ents."""
+        t = self._table
+        if t is None:
+            t = self._table = TableFactory(self._tx)
+        return t
+
+    @property
+    def db(self) -> Db:
+        """Convex's document API (``ctx.db.get(id)``, ``ctx.db.query(table)``, ...)."""
+        d = self._db
+        if d is None:
+            d = self._db = Db(self._tx)
+        return d
+
+    @property
+    def auth(self) -> Auth:
+        a = self._auth
+        if a is None:
+            a = self._auth = Auth(self._tx.identity)
+        return a
+
+    @property
+    def storage(self) -> Storage:
+        s = self._storage
+        if s is None:
+            s = self._storage = Storage(self._tx)
+        return s
 
     @property
     def app(self) -> App:
@@ -189,9 +223,15 @@ class QueryCtx:
 class MutationCtx(QueryCtx):
     """The context of a mutation: reads, writes and scheduling, all in one transaction."""
 
-    def __init__(self, tx: Transaction) -> None:
-        super().__init__(tx)
-        self.scheduler = Scheduler(tx)
+    __slots__ = ()
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """``ctx.scheduler.run_after / run_at / cancel``, part of this transaction."""
+        s = self._scheduler
+        if s is None:
+            s = self._scheduler = Scheduler(self._tx)
+        return s
 
     @property
     def crons(self) -> Any:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import inspect
 import math
 import sys
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -93,6 +95,8 @@ class FunctionDef:
         self.retry = retry
         self._args, self.arg_names, self._accepts_extra = _args_adapter(self.name, handler)
         self._returns = _returns_adapter(self.name, handler)
+        self._simple = _simple_args(handler, self._accepts_extra)
+        self._returns_simple = _simple_return(handler)
         self.__doc__ = handler.__doc__
         self.__name__ = getattr(handler, "__name__", self.name)
         self.__wrapped__ = handler
@@ -115,6 +119,11 @@ class FunctionDef:
             )
         if self._args is None:
             return dict(args)
+        simple = self._simple
+        if simple is not None and type(args) is dict:
+            fast = _fast_args(simple, args)
+            if fast is not None:
+                return fast
         try:
             model = self._args.validate_python(args)
         except PydanticValidationError as exc:
@@ -140,7 +149,7 @@ class FunctionDef:
         return out
 
     def validate_result(self, value: Any) -> Any:
-        if self._returns is None:
+        if self._returns is None or type(value) is self._returns_simple:
             return value
         try:
             self._returns.validate_python(value)
@@ -213,6 +222,70 @@ def _args_adapter(name: str, handler: Callable[..., Any]) -> tuple[Any, list[str
         **fields,
     )
     return TypeAdapter(model), names, extra
+
+
+_SCALARS = (str, int, float, bool)
+_REQUIRED = object()
+
+
+def _simple_args(handler: Callable[..., Any], accepts_extra: bool) -> tuple[tuple[str, type, bool, Any], ...] | None:
+    """For handlers whose arguments are all plain scalars (or Optional ones): the checks a
+    fast path can do without pydantic. None when any argument needs the full validator."""
+    if accepts_extra:
+        return None
+    try:
+        params = list(inspect.signature(handler).parameters.values())[1:]
+    except (TypeError, ValueError):  # pragma: no cover
+        return None
+    hints = _hints(handler)
+    out = []
+    for p in params:
+        annotation = hints.get(p.name)
+        nullable = False
+        origin = typing.get_origin(annotation)
+        if origin is typing.Union or origin is types.UnionType:
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) != 1 or len(typing.get_args(annotation)) != 2:
+                return None
+            annotation, nullable = args[0], True
+        if annotation not in _SCALARS:
+            return None
+        default = _REQUIRED if p.default is inspect.Parameter.empty else p.default
+        out.append((p.name, annotation, nullable, default))
+    return tuple(out)
+
+
+def _fast_args(simple: tuple[tuple[str, type, bool, Any], ...], args: dict[str, Any]) -> dict[str, Any] | None:
+    """Validate plain scalar arguments as pydantic's strict mode would, or None to let
+    pydantic do it (and word the error)."""
+    out: dict[str, Any] = {}
+    used = 0
+    for name, kind, nullable, default in simple:
+        if name in args:
+            used += 1
+            value = args[name]
+            t = type(value)
+            if t is kind:
+                out[name] = value
+            elif kind is float and t is int:
+                out[name] = float(value)
+            elif value is None and nullable:
+                out[name] = None
+            else:
+                return None
+        elif default is not _REQUIRED:
+            out[name] = default
+        else:
+            return None
+    return out if used == len(args) else None
+
+
+def _simple_return(handler: Callable[..., Any]) -> type | None:
+    """The return type when it is a plain scalar or None (checked with one ``type() is``)."""
+    annotation = _hints(handler).get("return", _REQUIRED)
+    if annotation is None or annotation is type(None):
+        return type(None)
+    return annotation if annotation in _SCALARS else None
 
 
 def _returns_adapter(name: str, handler: Callable[..., Any]) -> TypeAdapter[Any] | None:

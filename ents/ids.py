@@ -68,6 +68,9 @@ class IdCodec:
         self.numbers = dict(numbers)
         self.tables = {n: t for t, n in numbers.items()}
         self._prefix = {t: _table_code(n) for t, n in numbers.items()}
+        # Ids are immutable strings and the same ones come back again and again (a job's
+        # arguments, a parent's id): remember recent decodings. Bounded, so never a leak.
+        self._decoded: dict[str, tuple[str, int]] = {}
 
     def encode(self, table: str, rid: int) -> str:
         number = self.numbers[table]
@@ -85,6 +88,18 @@ class IdCodec:
 
     def decode(self, id: Any) -> tuple[str, int]:
         """Return ``(table, rid)`` for a well-formed id of a known table."""
+        if type(id) is str:
+            hit = self._decoded.get(id)
+            if hit is not None:
+                return hit
+        found = self._decode(id)
+        cache = self._decoded
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[str(id)] = found
+        return found
+
+    def _decode(self, id: Any) -> tuple[str, int]:
         if not isinstance(id, str):
             raise InvalidIdError(f"Expected an id (a string), got {_show(id)}", id=_safe(id))
         if len(id) < 3 + MIN_DIGITS or len(id) > 40:

@@ -99,18 +99,19 @@ class Executor:
     def run_due_mutations(self, limit: int = 100, budget_s: float = 0.05) -> int:
         """Run due mutation jobs in one transaction (group commit); returns how many ran.
 
-        Where savepoints are cheap (SQLite) each job runs in its own savepoint, so a
-        failing job rolls back alone. Where each savepoint costs a round trip
-        (PostgreSQL) jobs run without them: when one fails, the whole batch rolls back and
-        is run again with that job recorded as failed. Mutations are transactions, so
-        running one again after a rollback is safe (it is how conflicts are retried too).
+        Jobs first run without savepoints (each costs statements, and on PostgreSQL a
+        round trip). When one fails, the whole batch rolls back and runs again with that
+        job recorded as failed: where savepoints are cheap (SQLite) the second run gives
+        every job its own savepoint, so further failures roll back alone; elsewhere it
+        stays optimistic. Mutations are transactions, so running one again after a
+        rollback is safe (it is how conflicts are retried too).
         """
         app = self.app
         q, p = self._q, self._p
         jobs = q(JOBS)
         finished: list[tuple[str | None, int, str, str | None]] = []
         known_failures: dict[int, str] = {}
-        savepoints = app.backend.dialect.cheap_savepoints
+        mode = {"savepoints": False}
 
         def body(tx: Transaction) -> int:
             finished.clear()
@@ -125,7 +126,7 @@ class Executor:
                 if rid in known_failures:
                     error: str | None = known_failures[rid]
                 else:
-                    error = self._run_mutation_job(tx, rid, name, args_text, savepoints)
+                    error = self._run_mutation_job(tx, rid, name, args_text, mode["savepoints"])
                 if error is None:
                     succeeded.append(rid)
                 else:
@@ -150,6 +151,7 @@ class Executor:
                 return app._transact(body, write=True, function="scheduler")  # type: ignore[no-any-return]
             except _JobFailed as failed:
                 known_failures[failed.rid] = failed.error
+                mode["savepoints"] = app.backend.dialect.cheap_savepoints
 
     def _run_mutation_job(self, tx: Transaction, rid: int, name: str, args_text: Any, savepoint: bool = True) -> str | None:
         """Run one job's mutation inside the batch transaction; its error message, or None.

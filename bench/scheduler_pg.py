@@ -436,6 +436,7 @@ def build(section: Section, args: Any) -> None:
 
     labels: dict[int, dict[str, str]] = {}
     contenders: list[tuple[int, str, str, Callable[[str, str], Outcome]]] = []
+    chosen = {x.strip() for x in args.contenders.split(",")}
     for w in workers_list:
         p, c = proc_shape(w)
         plural = "es" if w > 1 else ""
@@ -444,9 +445,11 @@ def build(section: Section, args: Any) -> None:
             "raw": f"raw psycopg SKIP LOCKED, 1 job per transaction, {w} process{plural}",
             "proc": f"Procrastinate {pversion}: {p} process{'es' if p > 1 else ''} × concurrency {c}",
         }
-        contenders.append((w, "ents", labels[w]["ents"], lambda u, d, w=w: ents_drain(u, d, sizes["ents"], w, batch)))
-        contenders.append((w, "raw", labels[w]["raw"], lambda u, d, w=w: raw_drain(u, d, sizes["raw"], w)))
-        if pversion:
+        if "ents" in chosen:
+            contenders.append((w, "ents", labels[w]["ents"], lambda u, d, w=w: ents_drain(u, d, sizes["ents"], w, batch)))
+        if "raw" in chosen:
+            contenders.append((w, "raw", labels[w]["raw"], lambda u, d, w=w: raw_drain(u, d, sizes["raw"], w)))
+        if pversion and "procrastinate" in chosen:
             contenders.append((w, "proc", labels[w]["proc"], lambda u, d, p=p, c=c: procrastinate_drain(u, d, sizes["proc"], p, c)))
     if not pversion:
         section.notes.append("Procrastinate is not installed (pip install -e '.[bench]'): its rows are missing.")
@@ -491,17 +494,17 @@ def build(section: Section, args: Any) -> None:
 
     for w in workers_list:
         rows = []
+        value: dict[str, float | None] = {"ents": None, "raw": None, "proc": None}
         for kind in ("ents", "raw", "proc"):
             label = labels[w][kind]
             if label not in rates:
                 continue
             v = rates[label]
-            rows.append(Row(label, median(v) if v else None, "jobs/s", n=sizes[kind], detail=detail(label, sizes[kind]),
+            value[kind] = median(v) if v else None
+            rows.append(Row(label, value[kind], "jobs/s", n=sizes[kind], detail=detail(label, sizes[kind]),
                             spread=f"{min(v):,.0f}–{max(v):,.0f}" if len(v) > 1 else "", is_ents=kind == "ents"))
-        section.tables.append(Table(titles[w], rows, True, labels[w]["raw"]))
-        e = rows[0].value
-        raw = rows[1].value
-        proc = rows[2].value if len(rows) > 2 else None
+        section.tables.append(Table(titles[w], rows, True, labels[w]["raw"] if labels[w]["raw"] in rates else None))
+        e, raw, proc = value["ents"], value["raw"], value["proc"]
         section.targets.append(Target(f"{w} worker(s): ents ÷ Procrastinate jobs/s", ratio(e, proc), ">=", 3.0,
                                       "issue 6: ahead of Procrastinate by 3x or more"))
         section.targets.append(Target(f"{w} worker(s): ents ÷ raw SKIP LOCKED loop jobs/s", ratio(e, raw), ">=", 1.0,
@@ -535,6 +538,7 @@ def main() -> None:
     p.add_argument("--raw-jobs", type=int, default=None, help="jobs per drain for the raw loop (default: --jobs)")
     p.add_argument("--procrastinate-jobs", type=int, default=None,
                    help="jobs per drain for Procrastinate (default min(--jobs, 5000): it runs ~100 jobs/s here)")
+    p.add_argument("--contenders", default="ents,raw,procrastinate", help="comma-separated subset of ents,raw,procrastinate")
     p.add_argument("--workers", default="1,4", help="comma-separated worker process counts (default 1,4)")
     p.add_argument("--batch-size", type=int, default=100, help="ents worker --batch-size (default 100, the CLI default)")
     p.add_argument("--procrastinate-mode", choices=["processes", "concurrency"], default="processes",

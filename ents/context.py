@@ -157,7 +157,7 @@ class Db:
 
         table = _table_of(self._tx, id)
         rt = self._tx.rt(table)
-        _check_writable(self._tx, rt, f'delete a document of "{table}"')
+        _check_writable(self._tx, rt, "delete a document of")
         rid = self._tx.app.codec.decode_for(table, id)
         if not hard_delete(self._tx, table, [rid]):
             raise EntNotFoundError(f'Document not found with id `{id}` in table "{table}"', table=table, id=str(id))

@@ -86,7 +86,9 @@ def index_statements(
     for iname, fields in t.unique_indexes.items():
         name = index_sql_name(t.name, "u_" + iname)
         cols = ", ".join(q(f) for f in fields)
-        out[name] = f"CREATE UNIQUE INDEX IF NOT EXISTS {q(name)} ON {tq} ({cols})"
+        where = t.index_where.get("u_" + iname)
+        suffix = f" WHERE {where}" if where else ""
+        out[name] = f"CREATE UNIQUE INDEX IF NOT EXISTS {q(name)} ON {tq} ({cols}){suffix}"
     for iname, fields in t.indexes.items():
         name = index_sql_name(t.name, iname)
         cols = ", ".join(term(key(f)) for f in fields)

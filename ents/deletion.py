@@ -34,7 +34,7 @@ SCHEDULED_DELETE = "ents:scheduled_delete"
 
 def delete_ent(tx: Transaction, rt: TableRuntime, rid: int) -> str:
     """Delete one ent following its table's deletion behavior."""
-    _check_writable(tx, rt, f'delete a document of "{rt.name}"')
+    _check_writable(tx, rt, "delete a document of")
     mode = rt.table.deletion
     if mode is None:
         # Nothing cascades from a row that was not there: no need to look it up first.
@@ -59,7 +59,7 @@ def delete_ent(tx: Transaction, rt: TableRuntime, rid: int) -> str:
 
 def delete_many(tx: Transaction, rt: TableRuntime, rids: list[int]) -> int:
     """Delete existing ents of one table as :func:`delete_ent` does, set-based."""
-    _check_writable(tx, rt, f'delete documents of "{rt.name}"')
+    _check_writable(tx, rt, "delete documents of")
     if not rids:
         return 0
     mode = rt.table.deletion

@@ -265,7 +265,7 @@ def _fast_args(simple: tuple[tuple[str, type, bool, Any], ...], args: dict[str, 
             used += 1
             value = args[name]
             t = type(value)
-            if t is kind:
+            if t is kind or (kind is str and isinstance(value, str)):
                 out[name] = value
             elif kind is float and t is int:
                 out[name] = float(value)

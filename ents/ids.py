@@ -88,7 +88,7 @@ class IdCodec:
 
     def decode(self, id: Any) -> tuple[str, int]:
         """Return ``(table, rid)`` for a well-formed id of a known table."""
-        if type(id) is str:
+        if isinstance(id, str):
             hit = self._decoded.get(id)
             if hit is not None:
                 return hit

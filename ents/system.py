@@ -74,9 +74,10 @@ def system_tables() -> dict[str, TableDef]:
     jobs.index_where["pending_by_kind"] = "\"state\" = 'pending'"
     jobs.indexes["by_completed_time"] = ("completed_time",)
     jobs.index_where["by_completed_time"] = "\"completed_time\" IS NOT NULL"
-    jobs.indexes["by_cron"] = ("cron", "scheduled_time")
-    jobs.index_where["by_cron"] = "\"cron\" IS NOT NULL"
+    # One occurrence of a cron is one job, even with several workers; only cron jobs are
+    # in this index, so ordinary jobs do not pay for it.
     jobs.unique_indexes["cron_occurrence"] = ("cron", "scheduled_time")
+    jobs.index_where["u_cron_occurrence"] = "\"cron\" IS NOT NULL"
 
     s = "_storage"
     storage = TableDef(

@@ -53,8 +53,10 @@ class InsertedId(str):
         return (str, (str(self),))
 
 
-def _check_writable(tx: Transaction, rt: TableRuntime, what: str) -> None:
-    tx.require_write(what)
+def _check_writable(tx: Transaction, rt: TableRuntime, verb: str) -> None:
+    """Refuse writes in queries and into system tables (``verb``: "insert into", ...)."""
+    if not tx.write:
+        tx.require_write(f'{verb} "{rt.name}"')
     if rt.table.is_system:
         from .query import _system_write
 
@@ -229,7 +231,7 @@ def _unique_precheck(tx: Transaction, rt: TableRuntime, doc: dict[str, Any], col
 
 
 def insert(tx: Transaction, rt: TableRuntime, value: dict[str, Any]) -> str:
-    _check_writable(tx, rt, f'insert into "{rt.name}"')
+    _check_writable(tx, rt, "insert into")
     fields, edges = _split(rt, value)
     doc = _complete(rt, _validate(rt, fields, partial=False))
     cols, vals = _row_values(rt, doc)
@@ -251,7 +253,7 @@ def _insert_row(tx: Transaction, rt: TableRuntime, doc: dict[str, Any], cols: tu
 
 
 def insert_many(tx: Transaction, rt: TableRuntime, values: Sequence[dict[str, Any]]) -> list[str]:
-    _check_writable(tx, rt, f'insert into "{rt.name}"')
+    _check_writable(tx, rt, "insert into")
     if isinstance(values, dict) or not isinstance(values, Sequence):
         raise ValidationError(f'insert_many() on "{rt.name}" takes a list of documents', table=rt.name)
     prepared = []
@@ -334,7 +336,7 @@ def _load(tx: Transaction, rt: TableRuntime, rid: int) -> tuple[Any, ...]:
 
 
 def patch(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) -> str:
-    _check_writable(tx, rt, f'patch a document of "{rt.name}"')
+    _check_writable(tx, rt, "patch a document of")
     fields, edges = _split(rt, value)
     specs = rt.table.fields
     cleared: dict[str, Any] = {}
@@ -382,7 +384,7 @@ def _update_row(tx: Transaction, rt: TableRuntime, rid: int, doc: dict[str, Any]
 
 
 def replace(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) -> str:
-    _check_writable(tx, rt, f'replace a document of "{rt.name}"')
+    _check_writable(tx, rt, "replace a document of")
     if isinstance(value, dict):
         current_id = rt.encode_rid(rid)
         if "_id" in value and value["_id"] != current_id:

@@ -51,6 +51,10 @@ class TableRuntime:
         self.writers: dict[str, Callable[[Any], Any]] = {spec.name: self._writer(spec) for spec in self.fields}
         #: fields holding ids, which writes check for existing targets
         self.id_fields = frozenset(spec.name for spec in self.fields if spec.kind == "id")
+        # Write-path shortcuts: plain field names (a document with only these needs no edge
+        # handling), and the fields that have defaults.
+        self.plain_names = frozenset(table.fields) - frozenset(e for e in table.edges if table.edges[e].kind != "field")
+        self.defaults = [(spec.name, spec.default) for spec in self.fields if spec.has_default]
         self.getters, self.json_getters = self._getters()
 
     # -- reading ---------------------------------------------------------------------

@@ -68,6 +68,8 @@ def _split(rt: TableRuntime, value: Any, *, allow_system: bool = False) -> tuple
         raise ValidationError(
             f'A document for table "{rt.name}" must be a dict, got {type(value).__name__}', table=rt.name
         )
+    if value.keys() <= rt.plain_names:
+        return dict(value), {}  # the common case: fields only, all known
     fields: dict[str, Any] = {}
     edges: dict[str, tuple[Edge, Any]] = {}
     table = rt.table
@@ -105,21 +107,21 @@ def _validate(rt: TableRuntime, fields: dict[str, Any], *, partial: bool) -> dic
 
 
 def _row_values(rt: TableRuntime, doc: dict[str, Any]) -> tuple[tuple[str, ...], list[Any]]:
-    cols: list[str] = []
-    vals: list[Any] = []
-    fields = rt.table.fields
-    to_db = rt.to_db
-    for name, value in doc.items():
-        cols.append(name)
-        vals.append(to_db(fields[name], value))
-    return tuple(cols), vals
+    writers = rt.writers
+    try:
+        vals = [None if v is None else writers[n](v) for n, v in doc.items()]
+    except ValidationError:
+        # Redo it the slow way, which names the table and field in the error.
+        fields = rt.table.fields
+        vals = [rt.to_db(fields[n], v) for n, v in doc.items()]
+    return tuple(doc), vals
 
 
 def _complete(rt: TableRuntime, doc: dict[str, Any]) -> dict[str, Any]:
     """Fill defaults of fields the document leaves out."""
-    for spec in rt.fields:
-        if spec.name not in doc and spec.has_default:
-            doc[spec.name] = spec.default
+    for name, default in rt.defaults:
+        if name not in doc:
+            doc[name] = default
     return doc
 
 

@@ -27,7 +27,7 @@ from ents import App, UniqueConstraintError
 from tests.apps import crash_app
 from tests.reliability import Procs, db_url, effect_log, jobs, soak_count, sqlite_integrity, wait_until
 
-SEEDS = [int(os.environ["ENTS_CONCURRENCY_SEED"])] if os.environ.get("ENTS_CONCURRENCY_SEED") else [7]
+SEEDS = [int(os.environ["ENTS_CONCURRENCY_SEED"])] if os.environ.get("ENTS_CONCURRENCY_SEED") else [7, 8]
 
 
 @pytest.fixture
@@ -112,11 +112,9 @@ def check(app: App, procs: Procs) -> None:
     assert all(p["owner_id"] in owners for p in app.run(lambda ctx: ctx.table("pets").docs()))
 
 
-def test_drivers_and_workers_at_once(url: str, tmp_path: Path) -> None:
-    for seed in SEEDS:
-        sub = tmp_path / str(seed)
-        sub.mkdir()
-        run_contention(url, sub, seed)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_drivers_and_workers_at_once(url: str, tmp_path: Path, seed: int) -> None:
+    run_contention(url, tmp_path, seed)
 
 
 @pytest.mark.slow

@@ -138,8 +138,13 @@ def check_invariants(app: App, procs: Procs, history: list[str]) -> None:
     bumps = by_name.get("crash:bump", [])
     assert bumps and all(j["state"]["kind"] == "success" for j in bumps), ctx_msg
     bump_keys = {j["args"]["key"] for j in bumps}
-    assert bump_keys == {k for k in run_keys if not k.startswith(("act-", "linked-"))}, ctx_msg
+    assert bump_keys == {k for k in run_keys if not k.startswith(("act-", "linked-", "follow-"))}, ctx_msg
     assert _counter(app, "mutations") == len(bumps), ctx_msg
+    # What a scheduled mutation scheduled exists exactly when its run committed, and ran once.
+    follows = by_name.get("crash:follow", [])
+    assert sorted(j["args"]["key"] for j in follows) == sorted(j["args"]["key"] for j in bumps if j["args"].get("follow")), ctx_msg
+    assert all(j["state"]["kind"] == "success" for j in follows), ctx_msg
+    assert {k for k in run_keys if k.startswith("follow-")} == {f"follow-{j['args']['key']}" for j in follows}, ctx_msg
 
     # Actions: never started twice; an interrupted one failed with the transient error.
     for j in by_name.get("crash:act", []):

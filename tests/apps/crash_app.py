@@ -141,10 +141,17 @@ def make_app(url: str | None = None, *, with_cron: bool = True) -> App:
     app = App(schema, url or os.environ["ENTS_TEST_URL"], crons=crons)
 
     @app.internal_mutation(name="crash:bump")
-    def bump(ctx: Any, key: str) -> None:
+    def bump(ctx: Any, key: str, follow: bool = False) -> None:
         ctx.table("runs").insert({"key": key})
         _bump(ctx, "mutations")
+        if follow:
+            # Scheduled atomically with this run: exists if and only if the run committed.
+            ctx.scheduler.run_after(0, "crash:follow", {"key": key})
         maybe_die("mutation")
+
+    @app.internal_mutation(name="crash:follow")
+    def follow(ctx: Any, key: str) -> None:
+        ctx.table("runs").insert({"key": f"follow-{key}"})
 
     @app.internal_mutation(name="crash:tick")
     def tick(ctx: Any) -> None:
@@ -207,7 +214,7 @@ def make_app(url: str | None = None, *, with_cron: bool = True) -> App:
         linked_delay_ms: float = 3_600_000,
     ) -> None:
         for i in range(mutations):
-            ctx.scheduler.run_after(0, "crash:bump", {"key": f"{prefix}m{i}"})
+            ctx.scheduler.run_after(0, "crash:bump", {"key": f"{prefix}m{i}", "follow": i % 3 == 0})
         for i in range(actions):
             ctx.scheduler.run_after(0, "crash:act", {"key": f"{prefix}a{i}", "seconds": action_seconds})
         for i in range(owners):

@@ -4,6 +4,7 @@
     python -m bench.profile_pg --workers 4       # this one + 3 `ents worker` processes, same barrier
     python -m bench.profile_pg --try claim-order # what a suggested change would buy (patched here only)
     python -m bench.profile_pg --distinct-counters   # each job bumps its own counter: no hot row
+    python -m bench.profile_pg --explain-claim 200000  # the claim's plan with a big backlog, as built and fixed
     options: --jobs N (20000)  --batch-size B (100)  --top N  --sort tottime|cumulative  --no-cprofile
 
 Schedules N due ``bench.bump`` jobs (as ``bench.scheduler_pg``) in a fresh database, then
@@ -102,6 +103,34 @@ class StatementCounter:
         psycopg.Cursor.executemany = executemany  # type: ignore[method-assign]
 
 
+def explain_claim(url: str, pending: int) -> None:
+    """EXPLAIN ANALYZE the worker's claim as ents builds it and with the what-if ORDER BY."""
+    import psycopg
+
+    from ents.worker import Executor
+
+    with fresh_database(url) as (db_url, _dbname):
+        app = make_ents_app(db_url)
+        cid = app.run(lambda ctx: ctx.table("counters").insert({"name": "jobs", "value": 0}))
+        t0 = time.perf_counter()
+        for start in range(0, pending, PER_MUTATION):
+            app.run_mutation(app.bench["enqueue"], {"counter": cid, "n": min(PER_MUTATION, pending - start)})
+        print(f"scheduled {pending:,} due jobs in {time.perf_counter() - t0:.1f} s")
+        claim = Executor(app, "explain")._claim
+        apply_experiments(["claim-order"])
+        fixed = Executor(app, "explain")._claim
+        app.close()
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE \"_scheduled_functions\"")
+            for name, sql in (("as ents builds it", claim), ("what-if claim-order (NULLS FIRST)", fixed)):
+                params = ("mutation", time.time() * 1000 + 1000, 100)
+                conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                plan = [r[0] for r in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)]
+                conn.execute("ROLLBACK")
+                print(f"\n## claim of 100 jobs with {pending:,} pending, {name}\n{sql}\n")
+                print("\n".join(plan))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.profile_pg", description=__doc__.splitlines()[0])
     p.add_argument("--url", default=None)
@@ -115,11 +144,16 @@ def main() -> None:
                    + "; ".join(f"{k}: {v}" for k, v in EXPERIMENTS.items()))
     p.add_argument("--distinct-counters", action="store_true",
                    help="each job bumps its own counter (no hot row; not the benchmark's workload)")
+    p.add_argument("--explain-claim", type=int, metavar="PENDING", default=None,
+                   help="only EXPLAIN ANALYZE the claim query with PENDING due jobs (as built, and with --try claim-order)")
     p.add_argument("--no-cprofile", action="store_true", help="count statements only (no profiler overhead)")
     args = p.parse_args()
     url, how = find_server(args.url)
     if url is None:
         raise SystemExit(how)
+    if args.explain_claim:
+        explain_claim(url, args.explain_claim)
+        return
     n = args.jobs
     with fresh_database(url) as (db_url, _dbname):
         apply_experiments(args.tries)

@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .app import App
@@ -52,7 +52,7 @@ def load_app(spec: str) -> App:
 def _when(ms: Any) -> str:
     if ms is None:
         return "-"
-    return datetime.fromtimestamp(float(ms) / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+    return datetime.fromtimestamp(float(ms) / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

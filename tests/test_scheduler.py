@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -144,7 +144,7 @@ def test_job_document_is_readable_every_documented_way(app):
 def test_timedelta_datetime_and_past_times(app, clock):
     def sched(ctx):
         a = ctx.scheduler.run_after(timedelta(seconds=2), app.f["log"], {"what": "td"})
-        b = ctx.scheduler.run_at(datetime.fromtimestamp((clock.now() + 3000) / 1000, tz=timezone.utc), app.f["log"], {"what": "dt"})
+        b = ctx.scheduler.run_at(datetime.fromtimestamp((clock.now() + 3000) / 1000, tz=UTC), app.f["log"], {"what": "dt"})
         c = ctx.scheduler.run_at(clock.now() - 60_000, app.f["log"], {"what": "past"})
         return a, b, c
 
@@ -300,7 +300,7 @@ def test_cancel_running_action_lets_it_finish_and_cancels_what_it_schedules(app)
     app._transact(
         lambda tx: tx.execute(
             'UPDATE "_scheduled_functions" SET "args" = ' + tx.dialect.json_param + ' WHERE "_rid" = ' + tx.dialect.param,
-            ('{"me": "%s"}' % id, app.codec.decode(id)[1]),
+            (f'{{"me": "{id}"}}', app.codec.decode(id)[1]),
         ),
         write=True,
     )

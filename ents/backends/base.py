@@ -205,12 +205,12 @@ class Backend(ABC):
     @abstractmethod
     def introspect_indexes(self, conn: Connection, table: str) -> set[str]: ...
 
-    def lock_schema(self, conn: Connection) -> None:
+    def lock_schema(self, conn: Connection) -> None:  # noqa: B027 - optional hook
         """Serialize schema changes between processes (inside the schema transaction)."""
 
     # -- wake-ups between processes -----------------------------------------------------
 
-    def notify(self, conn: Connection, payload: str) -> None:
+    def notify(self, conn: Connection, payload: str) -> None:  # noqa: B027 - optional hook
         """Tell other processes jobs changed; delivered when the transaction commits."""
 
     def watch(self, callback: Callable[[], None], interval: float = 0.05) -> Callable[[], None]:

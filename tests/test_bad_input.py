@@ -8,7 +8,8 @@ infinities, integers beyond 64 bits, odd Python objects and ids of the wrong tab
 
 Runs on every backend of ``ENTS_TEST_BACKENDS``, with fewer examples on PostgreSQL (each
 example is a few round trips). ``HYPOTHESIS_PROFILE``-style tuning is by
-``ENTS_BAD_INPUT_EXAMPLES`` (default 40 per test; the soak sets more).
+``ENTS_BAD_INPUT_EXAMPLES`` (default 40 per test); ``ENTS_SOAK=N`` with ``-m slow`` runs every
+property again with N/10 times as many examples (``test_bad_input_soak``).
 """
 
 from __future__ import annotations
@@ -32,11 +33,15 @@ from ents.testing import FakeClock
 EXAMPLES = int(os.environ.get("ENTS_BAD_INPUT_EXAMPLES", "40"))
 
 
-def examples(backend: str, n: int = EXAMPLES) -> int:
+_SCALE = [1]  # raised by the soak
+
+
+def examples(backend: str, n: int | None = None) -> int:
+    n = (n or EXAMPLES) * _SCALE[0]
     return max(5, n // 4) if backend == "postgres" else n
 
 
-def run_examples(backend: str, n: int = EXAMPLES) -> Callable[[Any], Any]:
+def run_examples(backend: str, n: int | None = None) -> Callable[[Any], Any]:
     """Settings for an inner @given test (runs once per outer test, on its app)."""
     return settings(
         max_examples=examples(backend, n),
@@ -518,7 +523,7 @@ def test_hostile_run_after_and_run_at(make_app: Any, backend: str, clock: FakeCl
 
 
 def test_hostile_fake_clock_moves(make_app: Any):
-    @settings(max_examples=EXAMPLES, deadline=None, database=None)
+    @settings(max_examples=examples("memory"), deadline=None, database=None)
     @given(step=hostile_time)
     def check(step: Any) -> None:
         clock = FakeClock()
@@ -690,7 +695,7 @@ def test_hostile_schemas(backend: str):
     if backend != "memory":
         pytest.skip("schema definitions do not depend on the backend; one App per example stays in memory")
 
-    @settings(max_examples=EXAMPLES * 3, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=examples("memory", EXAMPLES * 3), deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(tables=st.dictionaries(st.one_of(st.sampled_from(["t0", "t1", "t2"]), key_name), table_def, max_size=3))
     def check(tables: dict[Any, Any]) -> None:
         defs: dict[Any, Any] = {}
@@ -812,3 +817,39 @@ def test_failed_calls_caught_inside_a_mutation_leave_no_trace(make_app: Any, bac
             app.run(lambda ctx: [p.delete() for p in ctx.table("parts")])
 
     check()
+
+
+# -- the soak ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_bad_input_soak(make_app: Any, backend: str, clock: FakeClock, tmp_path: Any, request: Any):
+    """Every property above again, with ``ENTS_SOAK / 10`` times as many examples."""
+    import inspect
+
+    from tests.conftest import _url_for
+    from tests.reliability import soak_count
+
+    if not soak_count():
+        pytest.skip("set ENTS_SOAK=<n> to run the bad-input soak")
+    tests = [f for name, f in sorted(globals().items()) if name.startswith("test_") and name != "test_bad_input_soak" and callable(f)]
+    _SCALE[0] = max(1, soak_count() // 10)
+    try:
+        for i, test in enumerate(tests):
+            # Each property gets its own database, as it would as a test of its own.
+            sub = tmp_path / str(i)
+            sub.mkdir()
+            url = _url_for(backend, sub, request)
+            fresh = FakeClock()
+            fixtures = {
+                "make_app": lambda schema, _url=url, _clock=fresh, **kw: make_app(schema, url=_url, **{"clock": _clock, **kw}),
+                "backend": backend,
+                "clock": fresh,
+            }
+            params = inspect.signature(test).parameters
+            try:
+                test(**{k: v for k, v in fixtures.items() if k in params})
+            except pytest.skip.Exception:
+                pass
+    finally:
+        _SCALE[0] = 1

@@ -290,11 +290,11 @@ class Executor:
         self.app._transact(body, write=True, function="scheduler")
 
     def _retry_later(
-        self, rid: int, cron: str | None, attempt: int, attempt_log: Any, error: str, started: float, delay_ms: float, fdef: FunctionDef
+        self, rid: int, cron: str | None, attempt: int, attempt_log: Any, error: str, started: float, delay_ms: float, fdef: FunctionDef | None
     ) -> None:
         q, p = self._q, self._p
 
-        def body(tx: Transaction) -> None:
+        def body(tx: Transaction) -> bool:
             entries = list(_json(attempt_log)) if attempt_log else []
             entries.append(self._log_entry(attempt, started, error, tx.now))
             cur = tx.execute(

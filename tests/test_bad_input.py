@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from enum import IntEnum
 from typing import Any, Literal, Optional
@@ -121,7 +121,7 @@ ODD_OBJECTS: list[Callable[[], Any]] = [
     lambda: (1, 2),
     lambda: Decimal("1.5"),
     lambda: Decimal("NaN"),
-    lambda: datetime.now(timezone.utc),
+    lambda: datetime.now(UTC),
     lambda: 1j,
     lambda: Color.RED,
     lambda: bytearray(b"ab"),
@@ -331,7 +331,7 @@ def test_hostile_and_wrong_table_ids(make_app: Any, backend: str):
         lambda ctx: ctx.db.delete(job),
         lambda ctx: ctx.storage.delete(thing),
     ):
-        ok, result = attempt(app, lambda: app.run(fn))
+        ok, result = attempt(app, lambda: app.run(fn))  # noqa: B023 - called at once, inside the loop
         assert not ok, result
     # An id of a deleted ent reads as nothing and cannot be written.
     assert app.run(lambda ctx: ctx.table("others").get(gone)) is None
@@ -352,7 +352,7 @@ def test_hostile_and_wrong_table_ids(make_app: Any, backend: str):
             lambda ctx: ctx.table("_scheduled_functions").get(id),
             lambda ctx: ctx.storage.get_url(id),
         ):
-            attempt(app, lambda: app.run(fn))
+            attempt(app, lambda: app.run(fn))  # noqa: B023 - called at once, inside the loop
         for fn in (
             lambda ctx: ctx.db.patch(id, {"x": 5}),
             lambda ctx: ctx.db.replace(id, {"x": 5}),
@@ -362,7 +362,7 @@ def test_hostile_and_wrong_table_ids(make_app: Any, backend: str):
             lambda ctx: ctx.table(table).get_x(id).delete(),
             lambda ctx: ctx.storage.delete(id),
         ):
-            ok, result = attempt(app, lambda: app.run(fn))
+            ok, result = attempt(app, lambda: app.run(fn))  # noqa: B023 - called at once, inside the loop
             assert not ok, (id, result)
 
     check()
@@ -430,7 +430,7 @@ def test_hostile_filters_and_query_options(make_app: Any, backend: str):
             lambda ctx: ctx.db.system.query("_scheduled_functions").filter(lambda q: build(q, tree)).collect(),
             lambda ctx: ctx.table("things").first_x().edge("parts").filter(lambda q: build(q, tree)).collect(),
         ):
-            attempt(app, lambda: app.run(fn))
+            attempt(app, lambda: app.run(fn))  # noqa: B023 - called at once, inside the loop
 
     check()
 
@@ -481,7 +481,7 @@ def test_hostile_index_ranges_and_lookups(make_app: Any, backend: str):
             lambda ctx: ctx.table(index),
             lambda ctx: ctx.table("things").first_x().edge(index),
         ):
-            attempt(app, lambda: app.run(fn))
+            attempt(app, lambda: app.run(fn))  # noqa: B023 - called at once, inside the loop
 
     check()
 
@@ -492,7 +492,7 @@ hostile_time = st.one_of(
     st.integers(),
     st.floats(),
     st.sampled_from([10**400, -(10**400), 2**63, 1.7976931348623157e308, 0, -1, -0.0, 5 * 365 * 24 * 3600 * 1000, 5 * 366 * 24 * 3600 * 1000]),
-    st.datetimes(timezones=st.one_of(st.none(), st.just(timezone.utc), st.builds(timezone, st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hours=23))))),
+    st.datetimes(timezones=st.one_of(st.none(), st.just(UTC), st.builds(timezone, st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hours=23))))),
     st.timedeltas(),
     st.sampled_from([timedelta.max, timedelta.min, datetime.max, datetime.min]),
     hostile_value,
@@ -562,7 +562,7 @@ def test_hostile_function_arguments(make_app: Any, backend: str, clock: FakeCloc
         any: Any = None,
         m: Model | None = None,
         when: datetime | None = None,
-        thing: Id["things"] | None = None,  # type: ignore[type-arg]  # noqa: F821
+        thing: Id[things] | None = None,  # type: ignore[type-arg]  # noqa: F821
     ) -> None:
         outcomes.append("ran")
 
@@ -648,9 +648,9 @@ def test_hostile_cron_definitions(make_app: Any, backend: str, clock: FakeClock)
             app.finish_in_progress_scheduled_functions()
         # At run time too, through ctx.crons, with the database left unchanged on refusal.
         for method, name, spec, fn, args, tz in defs:
-            attempt(app, lambda: app.run(lambda ctx: ctx.crons.register(name, spec, fn, args, tz=tz)))
-            attempt(app, lambda: app.run(lambda ctx: getattr(ctx.crons, method)(name, spec, fn, args)))
-            attempt(app, lambda: app.run(lambda ctx: ctx.crons.delete(name)))
+            attempt(app, lambda: app.run(lambda ctx: ctx.crons.register(name, spec, fn, args, tz=tz)))  # noqa: B023 - called at once, inside the loop
+            attempt(app, lambda: app.run(lambda ctx: getattr(ctx.crons, method)(name, spec, fn, args)))  # noqa: B023 - called at once, inside the loop
+            attempt(app, lambda: app.run(lambda ctx: ctx.crons.delete(name)))  # noqa: B023 - called at once, inside the loop
         app.close()
 
     check()
@@ -730,8 +730,8 @@ def test_hostile_schemas(backend: str):
             for table in schema.tables:
                 if table.startswith("_"):
                     continue
-                attempt(app, lambda: app.run(lambda ctx: ctx.table(table).insert({})))
-                attempt(app, lambda: app.run(lambda ctx: ctx.table(table).filter(lambda q: q.eq(q.field("_id"), None)).collect()))
+                attempt(app, lambda: app.run(lambda ctx: ctx.table(table).insert({})))  # noqa: B023 - called at once, inside the loop
+                attempt(app, lambda: app.run(lambda ctx: ctx.table(table).filter(lambda q: q.eq(q.field("_id"), None)).collect()))  # noqa: B023 - called at once, inside the loop
 
     check()
 
@@ -752,10 +752,10 @@ def test_hostile_table_and_field_names_on_every_backend(make_app: Any):
         return
     app = make_app(schema)
     for table in defs:
-        ok, id = attempt(app, lambda: app.run(lambda ctx: ctx.table(table).insert({"v": 1})))
+        ok, id = attempt(app, lambda: app.run(lambda ctx: ctx.table(table).insert({"v": 1})))  # noqa: B023 - called at once, inside the loop
         if ok:
-            assert app.run(lambda ctx: ctx.table(table).get_x(id).v) == 1
-            attempt(app, lambda: app.run(lambda ctx: ctx.table(table).filter(lambda q: q.eq(q.field("v"), 1)).collect()))
+            assert app.run(lambda ctx: ctx.table(table).get_x(id).v) == 1  # noqa: B023 - called at once, inside the loop
+            attempt(app, lambda: app.run(lambda ctx: ctx.table(table).filter(lambda q: q.eq(q.field("v"), 1)).collect()))  # noqa: B023 - called at once, inside the loop
 
 
 # -- failures caught inside a mutation ------------------------------------------------------------------

@@ -25,7 +25,15 @@ import pytest
 
 from ents import App, UniqueConstraintError
 from tests.apps import crash_app
-from tests.reliability import Procs, db_url, effect_log, jobs, soak_count, sqlite_integrity, wait_until
+from tests.reliability import (
+    Procs,
+    db_url,
+    effect_log,
+    jobs,
+    soak_count,
+    sqlite_integrity,
+    wait_until,
+)
 
 SEEDS = [int(os.environ["ENTS_CONCURRENCY_SEED"])] if os.environ.get("ENTS_CONCURRENCY_SEED") else [7, 8]
 

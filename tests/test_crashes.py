@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 import subprocess
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -36,7 +36,15 @@ import pytest
 from ents import App
 from ents.scheduler import TRANSIENT_ACTION_ERROR
 from tests.apps import crash_app
-from tests.reliability import Procs, db_url, effect_log, jobs, soak_count, sqlite_integrity, wait_until
+from tests.reliability import (
+    Procs,
+    db_url,
+    effect_log,
+    jobs,
+    soak_count,
+    sqlite_integrity,
+    wait_until,
+)
 
 POINTS = ("mutation", "commit", "postcommit", "action", "cascade", "cron", "random")
 CI_SEEDS = [int(os.environ["ENTS_CRASH_SEED"])] if os.environ.get("ENTS_CRASH_SEED") else [1, 2]
@@ -259,12 +267,12 @@ def test_actions_claimed_by_a_commit_whose_reply_was_lost_are_not_stuck(make_app
         assert wait_until(lambda: app.run(lambda ctx: ctx.db.system.get(slow_id))["state"]["kind"] == "inProgress", 30)
         ids = app.run(lambda ctx: [ctx.scheduler.run_after(0, quick, {"i": i}) for i in range(3)])
         assert wait_until(
-            lambda: all(app.run(lambda ctx: ctx.db.system.get(i))["state"]["kind"] == "failed" for i in ids), timeout=60
-        ), [app.run(lambda ctx: ctx.db.system.get(i)) for i in ids]
+            lambda: all(app.run(lambda ctx: ctx.db.system.get(i))["state"]["kind"] == "failed" for i in ids), timeout=60  # noqa: B023 - called at once, inside the loop
+        ), [app.run(lambda ctx: ctx.db.system.get(i)) for i in ids]  # noqa: B023 - called at once, inside the loop
         # The action that really runs keeps its lease meanwhile (it is not "recovered").
         assert app.run(lambda ctx: ctx.db.system.get(slow_id))["state"]["kind"] == "inProgress"
         release.set()
         assert wait_until(lambda: app.run(lambda ctx: ctx.db.system.get(slow_id))["state"]["kind"] == "success", 30)
     assert lost and ran == []
     for i in ids:
-        assert app.run(lambda ctx: ctx.db.system.get(i))["state"]["error"] == TRANSIENT_ACTION_ERROR
+        assert app.run(lambda ctx: ctx.db.system.get(i))["state"]["error"] == TRANSIENT_ACTION_ERROR  # noqa: B023 - called at once, inside the loop

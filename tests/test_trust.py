@@ -15,7 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ents import App, Client, EntsError, FunctionNotFoundError, ValidationError, define_ent, define_ent_schema
+from ents import (
+    App,
+    Client,
+    EntsError,
+    FunctionNotFoundError,
+    ValidationError,
+    define_ent,
+    define_ent_schema,
+)
 
 schema = define_ent_schema({"notes": define_ent({"text": str, "by": str})})
 

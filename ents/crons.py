@@ -730,7 +730,8 @@ def fire_due(app: App) -> int:
     q, p = d.q, d.param
 
     def find(tx: Transaction) -> list[int]:
-        sql = _due_sql(tx, f"c.{q('_rid')}") + f" AND c.{q('next_run')} <= {p} ORDER BY c.{q('next_run')} LIMIT {FIRE_BATCH}"
+        by_next_run = tx.dialect.order_term(f"c.{q('next_run')}", False)
+        sql = _due_sql(tx, f"c.{q('_rid')}") + f" AND c.{q('next_run')} <= {p} ORDER BY {by_next_run} LIMIT {FIRE_BATCH}"
         return [int(r[0]) for r in tx.fetchall(sql, (tx.now,))]
 
     # A read first: the common case (nothing due) takes no write lock.

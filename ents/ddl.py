@@ -11,6 +11,8 @@ field added to a table that has rows) fails with a SchemaError instead.
 from __future__ import annotations
 
 import hashlib
+import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -222,66 +224,87 @@ def sync_schema(backend: Any, tables: dict[str, TableDef]) -> dict[str, int]:
 
     d = backend.dialect
     q = d.q
+
+    def attempt(conn: Any) -> dict[str, int]:
+        existing = backend.introspect_tables(conn)
+        if META_TABLE not in existing:
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {q(META_TABLE)} (name TEXT PRIMARY KEY, num INTEGER NOT NULL UNIQUE)"
+            )
+        known = {name: int(num) for name, num in conn.execute(f"SELECT name, num FROM {q(META_TABLE)}").fetchall()}
+        numbers = assign_numbers(known, tables)
+        for name, num in numbers.items():
+            if name not in known:
+                conn.execute(d.sql(f"INSERT INTO {q(META_TABLE)} (name, num) VALUES (?, ?)"), (name, num))
+
+        def has_rows(table: str) -> bool:
+            return conn.execute(f"SELECT 1 FROM {q(table)} LIMIT 1").fetchone() is not None
+
+        def several_rows(table: str) -> bool:
+            return conn.execute(f"SELECT 1 FROM {q(table)} LIMIT 1 OFFSET 1").fetchone() is not None
+
+        def duplicate(table: str, columns: tuple[str, ...]) -> tuple[Any, ...] | None:
+            cols = ", ".join(q(c) for c in columns)
+            present = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
+            row = conn.execute(
+                f"SELECT {cols} FROM {q(table)} WHERE {present} GROUP BY {cols} HAVING COUNT(*) > 1 LIMIT 1"
+            ).fetchone()
+            return tuple(row) if row is not None else None
+
+        intro = Introspection(
+            existing,
+            lambda t: backend.introspect_columns(conn, t),
+            lambda t: backend.introspect_indexes(conn, t),
+            has_rows,
+            several_rows,
+            duplicate,
+        )
+        ddl, backfills = plan(
+            tables,
+            intro,
+            backend.sa_dialect(),
+            backend.json_type(),
+            q,
+            d.index_term,
+            d.index_includes_rid,
+            d.json_sort_expr,
+        )
+        for stmt in ddl:
+            conn.execute(stmt)
+        codec = IdCodec(numbers)
+        for table, (column, default) in backfills:
+            rt = TableRuntime(tables[table], d, codec)
+            spec = tables[table].fields[column]
+            mark = d.json_param if spec.kind == "json" else d.param
+            conn.execute(
+                f"UPDATE {q(table)} SET {q(column)} = {mark} WHERE {q(column)} IS NULL",
+                (rt.to_db(spec, default),),
+            )
+        return numbers
+
+    deadline = time.monotonic() + 60
     with backend.connection() as conn:
-        conn.begin(write=True)
-        try:
+        while True:
+            # Taken before the transaction, so that its snapshot already sees what another
+            # process opening the same database created (PostgreSQL: a session advisory lock).
             backend.lock_schema(conn)
-            existing = backend.introspect_tables(conn)
-            if META_TABLE not in existing:
-                conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {q(META_TABLE)} (name TEXT PRIMARY KEY, num INTEGER NOT NULL UNIQUE)"
-                )
-            known = {name: int(num) for name, num in conn.execute(f"SELECT name, num FROM {q(META_TABLE)}").fetchall()}
-            numbers = assign_numbers(known, tables)
-            for name, num in numbers.items():
-                if name not in known:
-                    conn.execute(d.sql(f"INSERT INTO {q(META_TABLE)} (name, num) VALUES (?, ?)"), (name, num))
-
-            def has_rows(table: str) -> bool:
-                return conn.execute(f"SELECT 1 FROM {q(table)} LIMIT 1").fetchone() is not None
-
-            def several_rows(table: str) -> bool:
-                return conn.execute(f"SELECT 1 FROM {q(table)} LIMIT 1 OFFSET 1").fetchone() is not None
-
-            def duplicate(table: str, columns: tuple[str, ...]) -> tuple[Any, ...] | None:
-                cols = ", ".join(q(c) for c in columns)
-                present = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
-                row = conn.execute(
-                    f"SELECT {cols} FROM {q(table)} WHERE {present} GROUP BY {cols} HAVING COUNT(*) > 1 LIMIT 1"
-                ).fetchone()
-                return tuple(row) if row is not None else None
-
-            intro = Introspection(
-                existing,
-                lambda t: backend.introspect_columns(conn, t),
-                lambda t: backend.introspect_indexes(conn, t),
-                has_rows,
-                several_rows,
-                duplicate,
-            )
-            ddl, backfills = plan(
-                tables,
-                intro,
-                backend.sa_dialect(),
-                backend.json_type(),
-                q,
-                d.index_term,
-                d.index_includes_rid,
-                d.json_sort_expr,
-            )
-            for stmt in ddl:
-                conn.execute(stmt)
-            codec = IdCodec(numbers)
-            for table, (column, default) in backfills:
-                rt = TableRuntime(tables[table], d, codec)
-                spec = tables[table].fields[column]
-                mark = d.json_param if spec.kind == "json" else d.param
-                conn.execute(
-                    f"UPDATE {q(table)} SET {q(column)} = {mark} WHERE {q(column)} IS NULL",
-                    (rt.to_db(spec, default),),
-                )
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
+            try:
+                conn.begin(write=True)
+                numbers = attempt(conn)
+                conn.commit()
+                break
+            except BaseException as exc:
+                try:
+                    conn.rollback()
+                except Exception:
+                    pass
+                if d.classify(exc) in ("transient", "connection") and time.monotonic() < deadline:
+                    time.sleep(0.01 + random.random() * 0.05)
+                    continue
+                raise
+            finally:
+                try:
+                    backend.unlock_schema(conn)
+                except Exception:  # a dropped connection already released the lock
+                    pass
     return numbers

@@ -85,7 +85,9 @@ class Executor:
         p = d.param
         jobs = q(JOBS)
         lock = f" {d.skip_locked}" if d.skip_locked else ""
-        order = f"ORDER BY {q('scheduled_time')}, {q('_creation_time')}, {q('_rid')}"
+        # Written with the dialect's NULL ordering, which is how the indexes are built:
+        # otherwise PostgreSQL cannot walk the index and sorts every pending job per claim.
+        order = "ORDER BY " + ", ".join(d.order_term(q(c), False) for c in ("scheduled_time", "_creation_time", "_rid"))
         self._claim = (
             f"SELECT {q('_rid')}, {q('name')}, {q('args')}, {q('cron')}, {q('attempts')}, {q('attempt_log')} FROM {jobs} "
             f"WHERE {q('state')} = 'pending' AND {q('kind')} = {p} AND {q('scheduled_time')} <= {p} "
@@ -93,6 +95,9 @@ class Executor:
         )
         self._q = q
         self._p = p
+        # Mutation jobs per batch: the caller's limit, halved after a conflict, regrown after
+        # conflict-free batches.
+        self._batch = 1 << 30
 
     # -- mutations --------------------------------------------------------------------
 
@@ -112,10 +117,17 @@ class Executor:
         finished: list[tuple[str | None, int, str, str | None]] = []
         known_failures: dict[int, str] = {}
         mode = {"savepoints": False}
+        runs = [0]
 
         def body(tx: Transaction) -> int:
             finished.clear()
-            rows = tx.fetchall(self._claim, ("mutation", tx.now, limit))
+            runs[0] += 1
+            if runs[0] > 1:
+                # This batch conflicted with another transaction (a serialization failure
+                # or a busy database) and is being retried: retry a smaller one, so that
+                # workers contending for the same rows waste less work.
+                self._batch = max(1, self._batch // 2)
+            rows = tx.fetchall(self._claim, ("mutation", tx.now, min(limit, self._batch)))
             if not rows:
                 return 0
             started = time.monotonic()
@@ -148,7 +160,10 @@ class Executor:
 
         while True:
             try:
-                return app._transact(body, write=True, function="scheduler")  # type: ignore[no-any-return]
+                done: int = app._transact(body, write=True, function="scheduler")
+                if runs[0] == 1 and self._batch < limit:
+                    self._batch = min(limit, self._batch * 2)  # no conflict: grow back
+                return done
             except _JobFailed as failed:
                 known_failures[failed.rid] = failed.error
                 mode["savepoints"] = app.backend.dialect.cheap_savepoints
@@ -401,7 +416,7 @@ class Executor:
                     r[0]
                     for r in tx.fetchall(
                         f"SELECT {q('_rid')} FROM {q(JOBS)} WHERE {q('completed_time')} IS NOT NULL AND {q('completed_time')} < {p} "
-                        f"ORDER BY {q('completed_time')} LIMIT {PURGE_BATCH}",
+                        f"ORDER BY {self.app.backend.dialect.order_term(q('completed_time'), False)} LIMIT {PURGE_BATCH}",
                         (tx.now - RETENTION_MS,),
                     )
                 ]

@@ -206,7 +206,11 @@ class Backend(ABC):
     def introspect_indexes(self, conn: Connection, table: str) -> set[str]: ...
 
     def lock_schema(self, conn: Connection) -> None:  # noqa: B027 - optional hook
-        """Serialize schema changes between processes (inside the schema transaction)."""
+        """Serialize schema changes between processes; called before the schema
+        transaction begins (SQLite's BEGIN IMMEDIATE already serializes them)."""
+
+    def unlock_schema(self, conn: Connection) -> None:  # noqa: B027 - optional hook
+        """Release :meth:`lock_schema` (after the transaction ended, either way)."""
 
     # -- wake-ups between processes -----------------------------------------------------
 

@@ -224,7 +224,12 @@ class PostgresBackend(Backend):
         return {r[0] for r in rows}
 
     def lock_schema(self, conn: Connection) -> None:
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':ents-schema'))")
+        # A session lock, taken outside the transaction: the transaction that follows gets
+        # its snapshot after the previous holder committed, so it sees the tables it made.
+        conn.execute("SELECT pg_advisory_lock(hashtext(current_schema() || ':ents-schema'))")
+
+    def unlock_schema(self, conn: Connection) -> None:
+        conn.execute("SELECT pg_advisory_unlock(hashtext(current_schema() || ':ents-schema'))")
 
     # -- wake-ups ----------------------------------------------------------------------------
 

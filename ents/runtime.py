@@ -8,6 +8,7 @@ driver's statement cache can keep them prepared.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
@@ -55,6 +56,17 @@ class TableRuntime:
         # handling), and the fields that have defaults.
         self.plain_names = frozenset(table.fields) - frozenset(e for e in table.edges if table.edges[e].kind != "field")
         self.defaults = [(spec.name, spec.default) for spec in self.fields if spec.has_default]
+        # Fields typed exactly str / int / float / bool (optionally Optional): a write whose
+        # values all have these types needs no pydantic pass (see writer._validate).
+        self.simple_types: dict[str, tuple[type, bool]] = {}
+        for spec in self.fields:
+            base = spec.annotation
+            if spec.nullable:
+                args = [a for a in typing.get_args(base) if a is not type(None)]
+                base = args[0] if len(args) == 1 else None
+            if base in (str, int, float, bool):
+                self.simple_types[spec.name] = (base, spec.nullable)
+        self.required_names = frozenset(spec.name for spec in self.fields if spec.required)
         self.getters, self.json_getters = self._getters()
 
     # -- reading ---------------------------------------------------------------------

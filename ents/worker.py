@@ -43,7 +43,7 @@ PURGE_BATCH = 1000
 def _json(value: Any) -> Any:
     """A JSON column's value: text on SQLite, already decoded on PostgreSQL."""
     if isinstance(value, (str, bytes, bytearray)):
-        return loads(value)
+        return loads(bytes(value) if isinstance(value, bytearray) else value)
     return value
 
 
@@ -223,6 +223,13 @@ class Executor:
         if limit <= 0:
             return []
         q, p = self._q, self._p
+        # A read first: the common case (no action due) takes no write lock.
+        probe = (
+            f"SELECT 1 FROM {q(JOBS)} WHERE {q('state')} = 'pending' AND {q('kind')} = 'action' "
+            f"AND {q('scheduled_time')} <= {p} LIMIT 1"
+        )
+        if self.app._transact(lambda tx: tx.fetchone(probe, (tx.now,)), write=False, function="scheduler") is None:
+            return []
 
         def body(tx: Transaction) -> list[tuple[Any, ...]]:
             rows = tx.fetchall(self._claim, ("action", tx.now, limit))

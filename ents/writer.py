@@ -98,7 +98,32 @@ def _split(rt: TableRuntime, value: Any, *, allow_system: bool = False) -> tuple
     return fields, edges
 
 
+def _simple_values(rt: TableRuntime, fields: dict[str, Any]) -> dict[str, Any] | None:
+    """``fields`` as strict validation would return them, when every value is a plain
+    scalar of its field's exact type; None when pydantic must look (and word any error)."""
+    simple = rt.simple_types
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        kind = simple.get(name)
+        if kind is None:
+            return None
+        t = type(value)
+        if t is kind[0] or (kind[0] is str and isinstance(value, str)):
+            out[name] = value
+        elif kind[0] is float and t is int:
+            out[name] = float(value)
+        elif value is None and kind[1]:
+            out[name] = None
+        else:
+            return None
+    return out
+
+
 def _validate(rt: TableRuntime, fields: dict[str, Any], *, partial: bool) -> dict[str, Any]:
+    if partial or rt.required_names <= fields.keys():
+        fast = _simple_values(rt, fields)
+        if fast is not None:
+            return fast
     adapter = rt.table.patch_validator if partial else rt.table.validator
     try:
         return adapter.validate_python(fields)  # type: ignore[no-any-return]

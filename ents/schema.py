@@ -308,7 +308,7 @@ class EntDefinition:
 
 def define_ent(fields: dict[str, Any] | None = None) -> EntDefinition:
     """Start the definition of an ent table with a dict of field name to type."""
-    return EntDefinition(fields or {})
+    return EntDefinition({} if fields is None else fields)
 
 
 @dataclass

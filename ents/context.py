@@ -219,6 +219,14 @@ class QueryCtx:
         """The time this transaction started (ms), from the App's clock."""
         return self._tx.now
 
+    @property
+    def scheduler(self) -> Scheduler:
+        raise ContextError("ctx.scheduler is not available in queries: queries only read. Schedule from a mutation or an action.")
+
+    @property
+    def crons(self) -> Any:
+        raise ContextError("ctx.crons is not available in queries: queries only read. Register crons from a mutation.")
+
 
 class MutationCtx(QueryCtx):
     """The context of a mutation: reads, writes and scheduling, all in one transaction."""

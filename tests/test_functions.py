@@ -232,3 +232,20 @@ def test_busy_database_is_retried_transparently(tmp_path, clock):
     assert app.run(lambda ctx: ctx.table("notes").get_x(note).text) == "after the lock"
     blocker.close()
     app.close()
+
+
+def test_queries_have_no_scheduler_or_crons(make_app):
+    app = make_app(schema)
+
+    @app.query
+    def sneaky(ctx) -> None:
+        ctx.scheduler.run_after(0, "x", {})
+
+    @app.query
+    def sneaky_crons(ctx) -> None:
+        ctx.crons.delete("x")
+
+    with pytest.raises(ContextError, match="ctx.scheduler is not available in queries"):
+        app.run_query(sneaky)
+    with pytest.raises(ContextError, match="ctx.crons is not available in queries"):
+        app.run_query(sneaky_crons)

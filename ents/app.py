@@ -233,7 +233,6 @@ class App:
             if origin_job is not None and kind == "mutation":
                 from .context import _job_state
 
-                tx.running_job = origin_job
                 tx.origin_canceled = lambda: _job_state(tx, origin_job) == "canceled"
 
         return self._transact(body, write=kind == "mutation", identity=identity, function=fdef.name, prepare=prepare)

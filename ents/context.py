@@ -325,7 +325,6 @@ class ActionCtx:
 
     def _step(self, body: Callable[[Transaction], Any]) -> Any:
         def run(tx: Transaction) -> Any:
-            tx.running_job = self._job
             if self._job is not None:
                 tx.origin_canceled = lambda: _job_state(tx, self._job) == "canceled"
             return body(tx)

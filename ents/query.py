@@ -765,8 +765,23 @@ class EdgeQuery(Query):
         return row is not None
 
     def ids(self) -> list[str]:
-        """Ids of the ents at the other end, without reading them."""
-        return [e._id for e in self]
+        """Ids of the ents at the other end, read from the edge table alone (in this
+        query's order and limit; a query with filters reads the ents to apply them)."""
+        if self._filters:
+            return [e._id for e in self]
+        edge = self._edge
+        owner = self._edge_owner
+        assert edge is not None and edge.edge_table is not None and edge.ref is not None and owner is not None
+        d = self._tx.dialect
+        q = d.q
+        sql = (
+            f"SELECT {q(edge.ref)} FROM {q(edge.edge_table)} WHERE {q(edge.field)} = {d.param} "
+            f"ORDER BY {d.order_term(q('_rid'), self._desc)}"
+        )
+        if self._limit is not None:
+            sql += f" LIMIT {int(self._limit)}"
+        encode = self._rt.encode_rid
+        return [encode(r[0]) for r in self._tx.fetchall(sql, (owner._row[0],))]
 
 
 class TableQuery(Query):

@@ -48,7 +48,6 @@ class Transaction:
         self.scheduled_count = 0
         self.scheduled_bytes = 0
         self.earliest_new_job: float | None = None
-        self.running_job: int | None = None
         self.origin_canceled: Callable[[], bool] | None = None
 
     # -- SQL ---------------------------------------------------------------------------

@@ -146,11 +146,6 @@ def loads(text: str | bytes | None) -> Any:
     return _loads(text)
 
 
-def encoded_size(value: Any) -> int:
-    """Size in bytes of a value's stored JSON form (used for argument limits)."""
-    return len(dumps(value).encode("utf-8"))
-
-
 class Doc(dict):  # type: ignore[type-arg]
     """A dict whose keys also read as attributes (``job.state.kind``).
 
@@ -185,14 +180,3 @@ def loads_doc(text: str | bytes | None) -> Any:
     if isinstance(text, (bytes, bytearray, memoryview)):
         text = bytes(text).decode("utf-8")
     return json.loads(text, object_hook=_doc_hook)
-
-
-def to_doc(value: Any) -> Any:
-    """Convert decoded JSON (dicts, lists) so that objects become :class:`Doc`."""
-    if type(value) is dict:
-        if len(value) == 1 and "$bytes" in value:
-            return base64.b64decode(value["$bytes"])
-        return Doc({k: to_doc(v) for k, v in value.items()})
-    if type(value) is list:
-        return [to_doc(v) for v in value]
-    return value

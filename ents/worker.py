@@ -177,7 +177,6 @@ class Executor:
         tx.scheduled_bytes = 0
         tx.function = name
         tx.identity = None
-        tx.running_job = rid
         tx.origin_canceled = None
         dialect = tx.dialect
         try:

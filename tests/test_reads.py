@@ -729,6 +729,9 @@ def test_many_to_many_edge(app: Any, ids: dict[str, str]) -> None:
         assert [t.name for t in bm.edge("tags").order("desc")] == ["red", "blue"]
         assert [t.name for t in bm.edge("tags").take(1)] == ["blue"]
         assert bm.edge("tags").has(ids["red"]) and bm.edge("tags").has(ids["blue"])
+        assert bm.edge("tags").ids() == [ids["blue"], ids["red"]]
+        assert bm.edge("tags").order("desc").take(1).ids() == [ids["red"]]
+        assert bm.edge("tags").filter(lambda q: q.eq(q.field("name"), "red")).ids() == [ids["red"]]
         m1 = ctx.table("messages").get_x(ids["m1"])
         assert not m1.edge("tags").has(ids["red"])
         assert m1.edge("tags").collect() == []

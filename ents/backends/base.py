@@ -18,31 +18,12 @@ from typing import Any
 Params = Sequence[Any]
 
 
-class Cursor(ABC):
-    """The part of a DB-API cursor ents uses."""
-
-    @abstractmethod
-    def fetchone(self) -> tuple[Any, ...] | None: ...
-
-    @abstractmethod
-    def fetchall(self) -> list[tuple[Any, ...]]: ...
-
-    @abstractmethod
-    def fetchmany(self, size: int) -> list[tuple[Any, ...]]: ...
-
-    @property
-    @abstractmethod
-    def rowcount(self) -> int: ...
-
-
 class Connection(ABC):
     """One database connection, used by one thread at a time."""
 
     @abstractmethod
-    def execute(self, sql: str, params: Params = ()) -> Any: ...
-
-    @abstractmethod
-    def executemany(self, sql: str, seq: Sequence[Params]) -> None: ...
+    def execute(self, sql: str, params: Params = ()) -> Any:
+        """Run one statement; returns a DB-API cursor (fetchone, fetchall, rowcount)."""
 
     @abstractmethod
     def begin(self, write: bool) -> None:

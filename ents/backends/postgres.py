@@ -101,9 +101,6 @@ class _PgConnection(Connection):
     def execute(self, sql: str, params: Params = ()) -> Any:
         return self.raw.execute(sql, params)  # type: ignore[arg-type]
 
-    def executemany(self, sql: str, seq: Sequence[Params]) -> None:
-        with self.raw.cursor() as cur:
-            cur.executemany(sql, seq)  # type: ignore[arg-type]
 
     def begin(self, write: bool) -> None:
         if write:

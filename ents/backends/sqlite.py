@@ -81,13 +81,10 @@ class _SQLiteConnection(Connection):
         self.raw = raw
         # Bound straight to the driver: no Python frame per statement.
         self.execute = raw.execute  # type: ignore[method-assign,assignment]
-        self.executemany = raw.executemany  # type: ignore[method-assign,assignment]
 
     def execute(self, sql: str, params: Params = ()) -> Any:  # pragma: no cover - replaced
         return self.raw.execute(sql, params)
 
-    def executemany(self, sql: str, seq: Sequence[Params]) -> None:  # pragma: no cover - replaced
-        self.raw.executemany(sql, seq)
 
     def begin(self, write: bool) -> None:
         self.raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")

@@ -2,7 +2,7 @@
 
     python -m bench.profile read_path            # ctx.table("users").map(lambda u: u.edge("profile").bio), 10k users
     python -m bench.profile get|insert|patch     # point operations, one per transaction (run_query / run_mutation)
-    python -m bench.profile insert_batch|patch_batch   # many in one app.run
+    python -m bench.profile insert_batch|patch_batch|db_patch_batch   # many in one app.run
     python -m bench.profile cascade              # p.delete() for 10k parents with 3 children + a job each
     python -m bench.profile drain                # worker executor: run_due_mutations over 20k due bump jobs
     options: --sort tottime|cumulative  --top N  --n N (size)
@@ -67,6 +67,13 @@ def prepare_point(d: str, n: int, op: str) -> Callable[[], Any]:
                 t.get_x(i).patch({"name": "batch"})
 
         return lambda: app.run(pat)
+    if op == "db_patch_batch":
+        def dbpat(ctx: Any) -> None:
+            patch = ctx.db.patch
+            for i in picks:
+                patch(i, {"name": "batch"})
+
+        return lambda: app.run(dbpat)
     raise SystemExit(f"unknown op {op}")
 
 
@@ -104,6 +111,7 @@ CASES = {
     "patch": (lambda d, n: prepare_point(d, n, "patch"), 5000),
     "insert_batch": (lambda d, n: prepare_point(d, n, "insert_batch"), 10_000),
     "patch_batch": (lambda d, n: prepare_point(d, n, "patch_batch"), 10_000),
+    "db_patch_batch": (lambda d, n: prepare_point(d, n, "db_patch_batch"), 10_000),
     "cascade": (prepare_cascade, 10_000),
     "drain": (prepare_drain, 20_000),
 }

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from . import writer
 from .errors import ContextError, InvalidIdError, ReadOnlyError, ValidationError
 from .query import Query, SystemTableQuery, TableFactory, TableQuery
 from .scheduler import Scheduler
@@ -137,11 +138,9 @@ class Db:
         return q.insert(value)
 
     def patch(self, id: str, value: dict[str, Any]) -> None:
-        from .writer import patch
-
-        table = _table_of(self._tx, id)
-        rt = self._tx.rt(table)
-        patch(self._tx, rt, self._tx.app.codec.decode_for(table, id), value)
+        tx = self._tx
+        table = _table_of(tx, id)
+        writer.patch(tx, tx.runtimes[table], tx.app.codec.decode_for(table, id), value)
 
     def replace(self, id: str, value: dict[str, Any]) -> None:
         from .writer import replace

@@ -532,9 +532,9 @@ def _db_values(tx: Transaction, values: dict[str, Any]) -> list[Any]:
 def _insert(tx: Transaction, values: dict[str, Any]) -> int | None:
     rt = tx.rt(CRONS)
     cols = ("_creation_time", *values)
-    row = tx.fetchone(rt.insert_sql(cols), (tx.now, *_db_values(tx, values)))
+    rid = tx.insert_rid(rt.insert_sql(cols), (tx.creation_time(CRONS), *_db_values(tx, values)))
     tx.touched()
-    return int(row[0]) if row else None
+    return rid
 
 
 def _update(tx: Transaction, rid: int, values: dict[str, Any]) -> None:

@@ -66,11 +66,15 @@ def index_statements(
     term: Callable[[str], str],
     include_rid: bool = False,
     json_expr: Callable[[str], str] | None = None,
+    rid_order: bool = False,
 ) -> dict[str, str]:
     """CREATE INDEX statements by SQL index name, for every index of ``t``.
 
     ``json_expr`` turns a JSON column into the expression queries order it by, so that
-    the index on that expression serves them.
+    the index on that expression serves them. With ``rid_order`` (SQLite) creation order
+    is row-key order, which every SQLite index carries implicitly: no index on
+    ``_creation_time``, index columns without it, and no second index over the fields of
+    an unconditional unique index.
     """
     out: dict[str, str] = {}
 
@@ -81,7 +85,7 @@ def index_statements(
         return q(field)
 
     tq = q(t.name)
-    if not t.is_edge_table:
+    if not t.is_edge_table and not rid_order:
         name = index_sql_name(t.name, "by_creation_time")
         rid = f", {term(q('_rid'))}" if include_rid else ""
         out[name] = f"CREATE INDEX IF NOT EXISTS {q(name)} ON {tq} ({term(q('_creation_time'))}{rid})"
@@ -91,10 +95,13 @@ def index_statements(
         where = t.index_where.get("u_" + iname)
         suffix = f" WHERE {where}" if where else ""
         out[name] = f"CREATE UNIQUE INDEX IF NOT EXISTS {q(name)} ON {tq} ({cols}){suffix}"
+    unconditional_unique = {f for n, f in t.unique_indexes.items() if not t.index_where.get("u_" + n)}
     for iname, fields in t.indexes.items():
+        if rid_order and fields in unconditional_unique and not t.index_where.get(iname):
+            continue  # the unique index orders these fields, then the rowid
         name = index_sql_name(t.name, iname)
         cols = ", ".join(term(key(f)) for f in fields)
-        if not t.is_edge_table:
+        if not t.is_edge_table and not rid_order:
             cols += f", {term(q('_creation_time'))}"
             if include_rid:
                 cols += f", {term(q('_rid'))}"
@@ -135,6 +142,7 @@ def plan(
     term: Callable[[str], str],
     include_rid: bool = False,
     json_expr: Callable[[str], str] | None = None,
+    rid_order: bool = False,
 ) -> tuple[list[str], list[tuple[str, tuple[Any, ...]]]]:
     """Statements that bring the database to ``tables``: DDL, then backfills (sql, params)."""
     ddl: list[str] = []
@@ -142,7 +150,7 @@ def plan(
     metadata = sa.MetaData()
     for t in tables.values():
         table = sa_table(t, metadata, json_type)
-        wanted_indexes = index_statements(t, q, term, include_rid, json_expr)
+        wanted_indexes = index_statements(t, q, term, include_rid, json_expr, rid_order)
         if t.name not in existing.tables:
             ddl.append(str(CreateTable(table).compile(dialect=dialect)).strip())
             ddl.extend(wanted_indexes.values())
@@ -268,6 +276,7 @@ def sync_schema(backend: Any, tables: dict[str, TableDef]) -> dict[str, int]:
             d.index_term,
             d.index_includes_rid,
             d.json_sort_expr,
+            d.rid_order,
         )
         for stmt in ddl:
             conn.execute(stmt)

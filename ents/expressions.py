@@ -372,8 +372,23 @@ class IndexRangeBuilder:
         return self._bound(field, "<=", value, False)
 
 
-def compile_range(rt: TableRuntime, index: str, fields: tuple[str, ...], fn: Callable[[Any], Any] | None, alias: str = "") -> tuple[list[str], list[Any]]:
-    """SQL conditions (ANDed) and parameters for an index range expression."""
+def compile_range(
+    rt: TableRuntime,
+    index: str,
+    fields: tuple[str, ...],
+    fn: Callable[[Any], Any] | None,
+    alias: str = "",
+    creation_bound: Callable[[str, Any], tuple[str, list[Any]]] | None = None,
+    eq_params: list[Any] | None = None,
+) -> tuple[list[str], list[Any]]:
+    """SQL conditions (ANDed) and parameters for an index range expression.
+
+    ``eq_params`` receives the parameter of each leading field fixed by ``eq`` (None for
+    one that is not a plain parameter), in index order.
+
+    ``creation_bound(op, value)`` adds a condition of its own next to each comparison of
+    ``_creation_time`` with a value (``op`` is ``=``, ``>``, ``>=``, ``<`` or ``<=``).
+    """
     if fn is None:
         return [], []
     builder = IndexRangeBuilder(rt.name, index, fields)
@@ -390,10 +405,19 @@ def compile_range(rt: TableRuntime, index: str, fields: tuple[str, ...], fn: Cal
         col = rt.index_expr(name, c.column(name))
         if value is None:
             conds.append(f"{col} IS NULL")
+            param = None
         else:
             mark, param = rt.index_param(name, value)
             conds.append(f"{col} = {mark}")
             params.append(param)
+            if mark != rt.dialect.param:
+                param = None
+        if eq_params is not None:
+            eq_params.append(param)
+            if creation_bound is not None and name == "_creation_time":
+                extra, extra_params = creation_bound("=", value)
+                conds.append(extra)
+                params += extra_params
     for bound in (builder.lower, builder.upper):
         if bound is None:
             continue
@@ -411,4 +435,8 @@ def compile_range(rt: TableRuntime, index: str, fields: tuple[str, ...], fn: Cal
             cond = f"({col} IS NULL OR {cond})"
         conds.append(cond)
         params.append(param)
+        if creation_bound is not None and bound.field == "_creation_time":
+            extra, extra_params = creation_bound(bound.op, bound.value)
+            conds.append(extra)
+            params += extra_params
     return conds, params

@@ -349,6 +349,10 @@ class Query:
         self._edge_owner = edge_owner
         self._edge = edge
         self._cache: list[Ent] | None = None
+        # (FROM, WHERE conditions, parameters, extra) once per query, and the parameters of
+        # the leading index fields its equalities fix (see _select)
+        self._memo: tuple[str, list[str], list[Any], int] | None = None
+        self._fixed: list[Any] = []
         if index is not None and rt.table.resolve_index(index) is None and index != "by_creation_time":
             known = ", ".join(f'"{n}"' for n in rt.table.index_names()) or "none"
             raise ValidationError(f'Table "{rt.name}" has no index "{index}" (indexes: {known})', table=rt.name)
@@ -357,6 +361,7 @@ class Query:
         q = object.__new__(type(self))
         q.__dict__.update(self.__dict__)
         q._cache = None
+        q._memo = None
         for k, v in changes.items():
             setattr(q, "_" + k, v)
         return q
@@ -405,8 +410,12 @@ class Query:
                 spec = self._rt.table.fields[f]
                 # JSON fields may hold null (Any, unions with None) without being Optional.
                 nullable.append(spec.nullable or spec.has_default or spec.kind == "json")
-        cols += [f"t.{q('_creation_time')}", f"t.{q('_rid')}"]
-        nullable += [False, False]
+        if self._tx.dialect.rid_order:
+            cols.append(f"t.{q('_rid')}")  # creation order is row-key order
+            nullable.append(False)
+        else:
+            cols += [f"t.{q('_creation_time')}", f"t.{q('_rid')}"]
+            nullable += [False, False]
         return cols, nullable
 
     def _base(self) -> tuple[str, list[str], list[Any], int]:
@@ -415,15 +424,21 @@ class Query:
         q = self._tx.dialect.q
         conds: list[str] = []
         params: list[Any] = []
+        fixed: list[Any] = []
         for name, value in self._eq:
             conds.append(f"t.{q(name)} = {self._tx.dialect.param}")
             params.append(value)
+            fixed.append(value)
+        self._fixed = fixed
         if self._range_fn is not None:
             assert self._index is not None
             resolved = rt.table.resolve_index(self._index)
             # by_creation_time is Convex's built-in index over _creation_time alone
             fields = resolved[1] if resolved else ("_creation_time",)
-            c, p = compile_range(rt, self._index, tuple(fields), self._range_fn, alias="t")
+            seek = self._creation_bound if resolved is None and self._tx.dialect.rid_order else None
+            c, p = compile_range(
+                rt, self._index, tuple(fields), self._range_fn, alias="t", creation_bound=seek, eq_params=fixed
+            )
             conds += c
             params += p
         for fn in self._filters:
@@ -432,6 +447,46 @@ class Query:
             params += p
         return f"{rt.q_table} t", conds, params, 0
 
+    def _creation_bound(self, op: str, value: Any) -> tuple[str, list[Any]]:
+        """The ``_rid`` range equal to a ``_creation_time`` comparison, where creation
+        order is row-key order: lets SQLite seek by rowid instead of scanning the table."""
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return "1=1", []
+        rid = f"t.{self._tx.dialect.q('_rid')}"
+        p = self._tx.dialect.param
+        if op == "=":
+            lo, hi = self._first_rid(value, strict=False), self._first_rid(value, strict=True)
+            if lo is None:
+                return "1=0", []
+            return (f"{rid} >= {p}", [lo]) if hi is None else (f"{rid} >= {p} AND {rid} < {p}", [lo, hi])
+        first = self._first_rid(value, strict=op in (">", "<="))
+        if op in (">", ">="):
+            return ("1=0", []) if first is None else (f"{rid} >= {p}", [first])
+        return ("1=1", []) if first is None else (f"{rid} < {p}", [first])
+
+    def _first_rid(self, value: float, *, strict: bool) -> int | None:
+        """The smallest row key whose ``_creation_time`` is above (``strict``) or at least
+        ``value``; None if there is none. A binary search over the row keys: creation time
+        never decreases as they grow."""
+        tx = self._tx
+        q = tx.dialect.q
+        p = tx.dialect.param
+        table = self._rt.q_table
+        top = tx.fetchone(f"SELECT MAX({q('_rid')}) FROM {table}")
+        if top is None or top[0] is None:
+            return None
+        probe = f"SELECT {q('_rid')}, {q('_creation_time')} FROM {table} WHERE {q('_rid')} >= {p} ORDER BY {q('_rid')} LIMIT 1"
+        lo, hi = 0, int(top[0]) + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            row = tx.fetchone(probe, (mid,))
+            if row is None or (row[1] > value if strict else row[1] >= value):
+                hi = mid
+            else:
+                lo = int(row[0]) + 1  # every key up to this row's is too early
+        row = tx.fetchone(probe, (lo,))
+        return None if row is None else int(row[0])
+
     def _signature(self) -> str:
         key = f"{self._rt.name}|{self._index}|{self._desc}|{type(self).__name__}"
         return hashlib.sha1(key.encode()).hexdigest()[:8]
@@ -439,11 +494,23 @@ class Query:
     def _select(self, after: list[Any] | None, limit: int | None, upper_rid: int | None = None) -> tuple[str, list[Any]]:
         d = self._tx.dialect
         rt = self._rt
-        source, conds, params, _ = self._base()
+        if self._memo is None:
+            self._fixed = []
+            self._memo = self._base()
+        source, conds, params, _ = self._memo
+        conds = list(conds)
+        params = list(params)
         cols, nullable = self._order_columns()
         if after is not None:
             values, marks = self._cursor_params(after)
-            c, p = keyset(d, cols, nullable, values, self._desc, marks)
+            # Leading index fields fixed by equality need no place in the keyset: the cursor
+            # row shares their values, and without them the database seeks straight to it.
+            skip = 0
+            for v in self._fixed:
+                if v is None or skip >= len(values) - 1 or values[skip] != v or (marks and marks[skip] != d.param):
+                    break
+                skip += 1
+            c, p = keyset(d, cols[skip:], nullable[skip:], values[skip:], self._desc, marks[skip:] if marks else None)
             conds.append(c)
             params += p
         if upper_rid is not None:
@@ -474,14 +541,16 @@ class Query:
     def _key_of(self, row: tuple[Any, ...]) -> list[Any]:
         rt = self._rt
         fields = self._index_fields()
+        tail = [row[0]] if self._tx.dialect.rid_order else [row[1], row[0]]
         if fields:
-            return [rt.key_value(f, row[rt.col_index[f]]) for f in fields] + [row[1], row[0]]
-        return [row[1], row[0]]
+            return [rt.key_value(f, row[rt.col_index[f]]) for f in fields] + tail
+        return tail
 
     def _cursor_params(self, after: list[Any]) -> tuple[list[Any], list[str] | None]:
         """Cursor values as parameters, with the placeholder each needs (None: all plain)."""
         fields = self._index_fields()
-        if not fields or not any(self._rt.is_json(f) for f in fields) or len(after) != len(fields) + 2:
+        tail = 1 if self._tx.dialect.rid_order else 2
+        if not fields or not any(self._rt.is_json(f) for f in fields) or len(after) != len(fields) + tail:
             return after, None
         values: list[Any] = []
         marks: list[str] = []

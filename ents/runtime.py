@@ -250,7 +250,7 @@ class TableRuntime:
     def insert_sql(self, columns: tuple[str, ...]) -> str:
         sql = self._insert_sql.get(columns)
         if sql is None:
-            sql = self.dialect.insert_ignore_returning(self.name, columns, self.json_columns(columns))
+            sql = self.dialect.insert_ignore(self.name, columns, self.json_columns(columns))
             self._insert_sql[columns] = sql
         return sql
 

@@ -116,8 +116,8 @@ def _insert_job(tx: Transaction, name: str, kind: str, args_text: str, due: floa
     state = "canceled" if canceled else "pending"
     rt = tx.rt(JOBS)
     sql = rt.insert_sql(_INSERT_COLS)
-    row = tx.fetchone(sql, (tx.now, name, args_text, due, tx.now if canceled else None, state, kind, 0, cron))
-    if row is None:  # pragma: no cover - only a cron occurrence can conflict
+    rid = tx.insert_rid(sql, (tx.creation_time(JOBS), name, args_text, due, tx.now if canceled else None, state, kind, 0, cron))
+    if rid is None:  # pragma: no cover - only a cron occurrence can conflict
         raise SchedulerError(f"Job for `{name}` at {due} already exists", function=name)
     if count:
         tx.scheduled_count += 1
@@ -126,7 +126,7 @@ def _insert_job(tx: Transaction, name: str, kind: str, args_text: str, due: floa
         tx.note_new_job(due)
         tx.app.backend.notify(tx.conn, "jobs")
     tx.touched()
-    return int(row[0])
+    return rid
 
 
 def schedule_internal(tx: Transaction, name: str, args: dict[str, Any], due: float) -> int:

@@ -136,12 +136,11 @@ def store(tx: Transaction, data: Any, content_type: str | None = None) -> str:
     temp = blobs.write_temp(data)
     try:
         rt = tx.rt(TABLE)
-        row = tx.fetchone(
+        rid = tx.insert_rid(
             rt.insert_sql(("_creation_time", "sha256", "size", "content_type")),
-            (tx.now, hashlib.sha256(data).hexdigest(), len(data), content_type),
+            (tx.creation_time(TABLE), hashlib.sha256(data).hexdigest(), len(data), content_type),
         )
-        assert row is not None
-        rid = int(row[0])
+        assert rid is not None
         blobs.place(temp, rid)
     except BaseException:
         temp.unlink(missing_ok=True)

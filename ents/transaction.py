@@ -9,7 +9,7 @@ lookups when they went stale.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,7 @@ class Transaction:
         self.scheduled_bytes = 0
         self.earliest_new_job: float | None = None
         self.origin_canceled: Callable[[], bool] | None = None
+        self._ct_floor: dict[str, float] = {}
 
     # -- SQL ---------------------------------------------------------------------------
 
@@ -57,6 +58,30 @@ class Transaction:
 
     def fetchone(self, sql: str, params: Iterable[Any] = ()) -> tuple[Any, ...] | None:
         return self.execute(sql, params).fetchone()  # type: ignore[no-any-return]
+
+    def creation_time(self, table: str) -> float:
+        """``_creation_time`` for a row this transaction inserts into ``table``: its time,
+        except that where the dialect orders by row key (``rid_order``) it never goes below
+        the newest row's, so creation order and row-key order agree even when clocks of
+        processes sharing the database differ or step back."""
+        if not self.dialect.rid_order:
+            return self.now
+        floor = self._ct_floor.get(table)
+        if floor is None:
+            q = self.dialect.q
+            row = self.conn.execute(f"SELECT {q('_creation_time')} FROM {q(table)} ORDER BY {q('_rid')} DESC LIMIT 1").fetchone()
+            floor = self.now if row is None else row[0]
+        ct = self._ct_floor[table] = max(self.now, floor)
+        return ct
+
+    def insert_rid(self, sql: str, params: Sequence[Any]) -> int | None:
+        """Run an insert from ``TableRuntime.insert_sql``: the new row id, or None when a
+        unique index refused the row."""
+        cur = self.conn.execute(sql, params)
+        if self.dialect.rid_from_cursor:
+            return cur.lastrowid if cur.rowcount == 1 else None  # type: ignore[no-any-return]
+        row = cur.fetchone()
+        return None if row is None else int(row[0])
 
     def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         return self.execute(sql, params).fetchall()  # type: ignore[no-any-return]

@@ -87,7 +87,8 @@ class Executor:
         lock = f" {d.skip_locked}" if d.skip_locked else ""
         # Written with the dialect's NULL ordering, which is how the indexes are built:
         # otherwise PostgreSQL cannot walk the index and sorts every pending job per claim.
-        order = "ORDER BY " + ", ".join(d.order_term(q(c), False) for c in ("scheduled_time", "_creation_time", "_rid"))
+        keys = ("scheduled_time", "_rid") if d.rid_order else ("scheduled_time", "_creation_time", "_rid")
+        order = "ORDER BY " + ", ".join(d.order_term(q(c), False) for c in keys)
         self._claim = (
             f"SELECT {q('_rid')}, {q('name')}, {q('args')}, {q('cron')}, {q('attempts')}, {q('attempt_log')} FROM {jobs} "
             f"WHERE {q('state')} = 'pending' AND {q('kind')} = {p} AND {q('scheduled_time')} <= {p} "

@@ -257,8 +257,92 @@ def _unique_precheck(tx: Transaction, rt: TableRuntime, doc: dict[str, Any], col
 # transaction goes on (no savepoint needed on the hot path).
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class _FastRow:
+    """How to write a document with one particular set of keys (in order) straight into
+    its row, when every key is a scalar or id field: worked out once per table and key set
+    (for an insert, which fills defaults, or a patch). Any value that does not plainly fit
+    (a None, a string with a NUL, an int where a float goes, ...) sends the write down the
+    general path, which words the error, or handles the case, exactly as it always does."""
+
+    __slots__ = ("fields", "cols", "defaults", "default_doc", "sql", "has_ids", "unique")
+
+    def __init__(self, rt: TableRuntime, keys: tuple[str, ...], insert: bool) -> None:
+        specs = rt.table.fields
+        self.fields: list[tuple[str, type, bool, str, Any]] = []
+        for name in keys:
+            spec = specs[name]
+            if spec.kind == "id":
+                self.fields.append((name, str, spec.nullable, "id", rt.writers[name]))
+            else:
+                base, nullable = rt.simple_types[name]
+                self.fields.append((name, base, nullable, spec.kind, rt.writers[name]))
+        missing = [(n, d) for n, d in rt.defaults if n not in keys] if insert else []
+        self.cols = (*keys, *(n for n, _ in missing))
+        self.defaults = [rt.to_db(specs[n], d) for n, d in missing]
+        self.default_doc = dict(missing)
+        self.sql = rt.insert_sql(("_creation_time", *self.cols)) if insert else rt.update_sql(self.cols)
+        self.has_ids = any(kind == "id" for _, _, _, kind, _ in self.fields)
+        #: whether the row holds a unique column (a patch checks it first)
+        self.unique = any(col in self.cols for col, _ in _unique_columns(rt))
+
+    def values(self, value: dict[str, Any]) -> list[Any] | None:
+        out: list[Any] = []
+        for name, base, nullable, kind, write in self.fields:
+            v = value[name]
+            if type(v) is not base:
+                return None
+            if kind == "str":
+                if not v.isascii() or "\x00" in v:
+                    return None
+            elif kind == "int":
+                if v < _INT64[0] or v > _INT64[1]:
+                    return None
+            elif kind == "float":
+                if v - v != 0.0:  # inf or nan
+                    return None
+            else:
+                try:
+                    v = write(v)
+                except ValidationError:
+                    return None
+            out.append(v)
+        out += self.defaults
+        return out
+
+
+def _fast_row(rt: TableRuntime, keys: tuple[str, ...], insert: bool) -> _FastRow | None:
+    plans = rt.cache.get("fast_insert" if insert else "fast_patch")
+    if plans is None:
+        plans = rt.cache["fast_insert" if insert else "fast_patch"] = {}
+    plan = plans.get(keys, False)
+    if plan is False:
+        ok = all(k in rt.simple_types or k in rt.id_fields for k in keys)
+        if insert:
+            ok = ok and rt.required_names <= set(keys)
+        plan = _FastRow(rt, keys, insert) if ok and keys else None
+        if len(plans) < 64:  # a bounded cache: documents with ever-new key sets stay correct
+            plans[keys] = plan
+    return plan  # type: ignore[no-any-return]
+
+
 def insert(tx: Transaction, rt: TableRuntime, value: dict[str, Any]) -> str:
     _check_writable(tx, rt, "insert into")
+    if type(value) is dict:
+        plan = _fast_row(rt, tuple(value), True)
+        if plan is not None:
+            vals = plan.values(value)
+            if vals is not None:
+                if plan.has_ids:
+                    _check_references(tx, rt, plan.cols, [vals])
+                rid = tx.insert_rid(plan.sql, (tx.creation_time(rt.name), *vals))
+                if rid is None:
+                    _raise_duplicate(tx, rt, {**plan.default_doc, **value}, plan.cols, vals, None)
+                    raise ConflictRace(rt.name)
+                tx.touched()
+                return InsertedId(rt.encode_rid(rid), tx, rt.name)
     fields, edges = _split(rt, value)
     doc = _complete(rt, _validate(rt, fields, partial=False))
     cols, vals = _row_values(rt, doc)
@@ -272,11 +356,11 @@ def insert(tx: Transaction, rt: TableRuntime, value: dict[str, Any]) -> str:
 
 
 def _insert_row(tx: Transaction, rt: TableRuntime, doc: dict[str, Any], cols: tuple[str, ...], vals: list[Any]) -> int:
-    row = tx.fetchone(rt.insert_sql(("_creation_time", *cols)), (tx.now, *vals))
-    if row is None:
+    rid = tx.insert_rid(rt.insert_sql(("_creation_time", *cols)), (tx.creation_time(rt.name), *vals))
+    if rid is None:
         _raise_duplicate(tx, rt, doc, cols, vals, None)
         raise ConflictRace(rt.name)
-    return int(row[0])
+    return rid
 
 
 def insert_many(tx: Transaction, rt: TableRuntime, values: Sequence[dict[str, Any]]) -> list[str]:
@@ -364,6 +448,18 @@ def _load(tx: Transaction, rt: TableRuntime, rid: int) -> tuple[Any, ...]:
 
 def patch(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) -> str:
     _check_writable(tx, rt, "patch a document of")
+    if type(value) is dict:
+        plan = _fast_row(rt, tuple(value), False)
+        if plan is not None:
+            vals = plan.values(value)
+            if vals is not None:
+                if plan.has_ids:
+                    _check_references(tx, rt, plan.cols, [vals], rid)
+                if plan.unique:
+                    _raise_duplicate(tx, rt, value, plan.cols, vals, rid)
+                _update_row(tx, rt, rid, value, plan.cols, vals, plan.sql)
+                tx.touched()
+                return rt.encode_rid(rid)
     fields, edges = _split(rt, value)
     specs = rt.table.fields
     cleared: dict[str, Any] = {}
@@ -398,9 +494,11 @@ def patch(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) ->
     return rt.encode_rid(rid)
 
 
-def _update_row(tx: Transaction, rt: TableRuntime, rid: int, doc: dict[str, Any], cols: tuple[str, ...], vals: list[Any]) -> None:
+def _update_row(
+    tx: Transaction, rt: TableRuntime, rid: int, doc: dict[str, Any], cols: tuple[str, ...], vals: list[Any], sql: str | None = None
+) -> None:
     try:
-        cur = tx.execute(rt.update_sql(cols), (*vals, rid))
+        cur = tx.execute(sql or rt.update_sql(cols), (*vals, rid))
     except Exception as exc:
         if tx.dialect.classify(exc) == "unique":
             # Another transaction took the value after our check; retrying sees it.
@@ -571,9 +669,9 @@ def _add_edges(tx: Transaction, edge: Edge, rid: int, targets: list[int]) -> Non
     assert edge.edge_table is not None and edge.ref is not None
     sql = tx.rt(edge.edge_table).insert_sql(("_creation_time", edge.field, edge.ref))
     for t in targets:
-        tx.execute(sql, (tx.now, rid, t)).fetchall()
+        tx.insert_rid(sql, (tx.now, rid, t))
         if edge.symmetric and t != rid:
-            tx.execute(sql, (tx.now, t, rid)).fetchall()
+            tx.insert_rid(sql, (tx.now, t, rid))
 
 
 def _remove_edges(tx: Transaction, edge: Edge, rid: int, targets: list[int]) -> None:

@@ -279,6 +279,59 @@ def test_hostile_field_values_on_insert_patch_replace(make_app: Any, backend: st
     check()
 
 
+def test_hostile_scalars_on_the_plain_write_path(make_app: Any, backend: str):
+    """Documents of only scalar and id fields take ents' shortest write path: hostile values
+    there are refused (or stored exactly) as on the general path, and a refused write
+    changes nothing."""
+    app = make_app(
+        define_ent_schema(
+            {
+                "rows": define_ent({"s": str, "i": int, "f": float, "b": bool})
+                .field("u", str, unique=True, default="")
+                .field("n", int, default=7)
+                .edge("other"),
+                "others": define_ent({"x": int}).edges("rows", ref=True),
+            }
+        )
+    )
+    other = app.run(lambda ctx: ctx.table("others").insert({"x": 1}))
+    gone = app.run(lambda ctx: ctx.table("others").insert({"x": 2}))
+    app.run(lambda ctx: ctx.table("others").get_x(gone).delete())
+    good = {"s": "s", "i": 1, "f": 1.5, "b": True, "other_id": other}
+    keep = app.run(lambda ctx: ctx.table("rows").insert({**good, "u": "keep"}))
+    keys = ["s", "i", "f", "b", "u", "n", "other_id"]
+
+    @run_examples(backend)
+    @given(
+        values=st.dictionaries(st.sampled_from(keys), st.one_of(hostile_scalar, st.sampled_from([other, gone, keep, "keep"])), max_size=3),
+        op=st.sampled_from(["insert", "patch", "db.patch"]),
+    )
+    def check(values: dict[str, Any], op: str) -> None:
+        if op == "insert":
+            ok, id = attempt(app, lambda: app.run(lambda ctx: ctx.table("rows").insert({**good, **values})))
+            want = {"u": "", "n": 7, **good, **values}
+        elif op == "patch":
+            ok, _ = attempt(app, lambda: app.run(lambda ctx: ctx.table("rows").get_x(keep).patch(values)))
+            id, want = keep, values
+        else:
+            ok, _ = attempt(app, lambda: app.run(lambda ctx: ctx.db.patch(keep, values)))
+            id, want = keep, values
+        if not ok:
+            return
+        stored = app.run(lambda ctx: ctx.table("rows").get_x(id).doc())
+        for k, v in want.items():
+            if v is None:
+                continue
+            v = float(v) if k == "f" else str(v) if isinstance(v, str) else v
+            assert _equal(stored[k], v), (op, k, v, stored[k])
+        if op == "insert":
+            app.run(lambda ctx: ctx.table("rows").get_x(id).delete())
+        else:
+            app.run(lambda ctx: ctx.table("rows").get_x(keep).replace({**good, "u": "keep"}))
+
+    check()
+
+
 def test_hostile_values_through_ctx_db(make_app: Any, backend: str):
     app = make_app(things_schema())
 

@@ -68,6 +68,10 @@ class Dialect:
     cheap_savepoints = True
     #: whether indexes must list the row key explicitly (SQLite adds its rowid implicitly)
     index_includes_rid = False
+    #: whether creation order is row-key order: with one writer at a time, ents keeps
+    #: ``_creation_time`` from decreasing as ``_rid`` grows, so tables need no index on it
+    #: and queries order by ``(index fields, _rid)`` (see ``Transaction.creation_time``)
+    rid_order = False
     #: the driver's exception classes (wrapped in DatabaseError when they escape)
     driver_errors: tuple[type[BaseException], ...] = ()
 
@@ -112,13 +116,17 @@ class Dialect:
     #: placeholder for a JSON value given as text
     json_param = "?"
 
-    def insert_ignore_returning(self, table: str, columns: Sequence[str], json_columns: frozenset[str] = frozenset()) -> str:
+    #: whether an insert reports its new row id through the cursor (``lastrowid``) rather
+    #: than a RETURNING row; SQLite's RETURNING costs several times the insert itself
+    rid_from_cursor = False
+
+    def insert_ignore(self, table: str, columns: Sequence[str], json_columns: frozenset[str] = frozenset()) -> str:
+        """An INSERT that skips a row conflicting with a unique index and reports the new
+        row id (see ``rid_from_cursor``); ``Transaction.insert_rid`` runs it."""
         cols = ", ".join(self.q(c) for c in columns)
         marks = ", ".join(self.json_param if c in json_columns else self.param for c in columns)
-        return (
-            f"INSERT INTO {self.q(table)} ({cols}) VALUES ({marks}) "
-            f"ON CONFLICT DO NOTHING RETURNING {self.q('_rid')}"
-        )
+        sql = f"INSERT INTO {self.q(table)} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+        return sql if self.rid_from_cursor else f"{sql} RETURNING {self.q('_rid')}"
 
     def bool_to_db(self, value: bool) -> Any:
         return value

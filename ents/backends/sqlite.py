@@ -34,6 +34,8 @@ class SQLiteDialect(Dialect):
     native_bool = False
     max_params = 32000
     multi_process = True
+    rid_from_cursor = True
+    rid_order = True
     driver_errors = (sqlite3.Error,)
 
     def json_extract(self, column_sql: str, path: Sequence[str], params: list[Any]) -> str:

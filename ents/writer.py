@@ -271,28 +271,26 @@ class _FastRow:
 
     def __init__(self, rt: TableRuntime, keys: tuple[str, ...], insert: bool) -> None:
         specs = rt.table.fields
-        self.fields: list[tuple[str, type, bool, str, Any]] = []
+        self.fields: list[tuple[str, type, str, Any]] = []
         for name in keys:
             spec = specs[name]
-            if spec.kind == "id":
-                self.fields.append((name, str, spec.nullable, "id", rt.writers[name]))
-            else:
-                base, nullable = rt.simple_types[name]
-                self.fields.append((name, base, nullable, spec.kind, rt.writers[name]))
+            base = str if spec.kind == "id" else rt.simple_types[name][0]
+            self.fields.append((name, base, spec.kind, rt.writers[name]))
         missing = [(n, d) for n, d in rt.defaults if n not in keys] if insert else []
         self.cols = (*keys, *(n for n, _ in missing))
         self.defaults = [rt.to_db(specs[n], d) for n, d in missing]
         self.default_doc = dict(missing)
         self.sql = rt.insert_sql(("_creation_time", *self.cols)) if insert else rt.update_sql(self.cols)
-        self.has_ids = any(kind == "id" for _, _, _, kind, _ in self.fields)
+        self.has_ids = any(kind == "id" for _, _, kind, _ in self.fields)
         #: whether the row holds a unique column (a patch checks it first)
         self.unique = any(col in self.cols for col, _ in _unique_columns(rt))
 
     def values(self, value: dict[str, Any]) -> list[Any] | None:
         out: list[Any] = []
-        for name, base, nullable, kind, write in self.fields:
-            v = value[name]
-            if type(v) is not base:
+        for name, base, kind, write in self.fields:
+            v: Any = value[name]
+            exact: type = type(v)
+            if exact is not base:
                 return None
             if kind == "str":
                 if not v.isascii() or "\x00" in v:

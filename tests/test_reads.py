@@ -422,7 +422,7 @@ def test_creation_time_ranges_match_a_scan(app: Any, clock: Any) -> None:
     ids: list[str] = []
     for _ in range(12):
         n = rng.randrange(1, 5)
-        ids += app.run(lambda ctx, n=n: ctx.table("tags").insert_many([{"name": f"t{len(ids)}_{i}"} for i in range(n)]))
+        ids += app.run(lambda ctx, n=n, at=len(ids): ctx.table("tags").insert_many([{"name": f"t{at}_{i}"} for i in range(n)]))
         clock.advance(rng.choice([0, 1, 7]))
     gone = rng.sample(ids, 8)
 

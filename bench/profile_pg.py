@@ -5,7 +5,7 @@
     python -m bench.profile_pg --try claim-order # what a suggested change would buy (patched here only)
     python -m bench.profile_pg --distinct-counters   # each job bumps its own counter: no hot row
     python -m bench.profile_pg --explain-claim 200000  # the claim's plan with a big backlog, as built and fixed
-    options: --jobs N (20000)  --batch-size B (100)  --top N  --sort tottime|cumulative  --no-cprofile
+    options: --jobs N (20000)  --batch-size B (the worker's default)  --top N  --sort tottime|cumulative  --no-cprofile
 
 Schedules N due ``bench.bump`` jobs (as ``bench.scheduler_pg``) in a fresh database, then
 runs ``app.worker(batch_size=B).run()`` in the main thread until no job is pending,
@@ -135,7 +135,9 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.profile_pg", description=__doc__.splitlines()[0])
     p.add_argument("--url", default=None)
     p.add_argument("--jobs", type=int, default=20_000)
-    p.add_argument("--batch-size", type=int, default=100)
+    from ents.worker import DEFAULT_BATCH
+
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
     p.add_argument("--workers", type=int, default=1, help="total worker processes (this one included)")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--sort", default="tottime", choices=["tottime", "cumulative"])

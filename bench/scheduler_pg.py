@@ -4,7 +4,7 @@ Workload: N jobs (default 20,000) are created before the clock starts, each a no
 bumps ONE counter row; then 1 or 4 worker processes drain them. Contenders, each in a
 fresh database on the same server (created before and dropped after every drain):
 
-* ents: ``python -m ents worker bench.pg_workers:ents_worker_app --batch-size 100``
+* ents: ``python -m ents worker bench.pg_workers:ents_worker_app`` (the default ``--batch-size``)
   (the real command line, one OS process per worker); jobs scheduled with
   ``ctx.scheduler.run_after(0, bump, ...)``, 1000 per mutation; ``bump`` is an internal
   mutation doing ``get_x`` + ``patch`` of the counter ent. Mutations are SERIALIZABLE, the
@@ -28,7 +28,7 @@ Server: ``--url``, else ``$ENTS_BENCH_PG_URL``, else ``$ENTS_TEST_PG_URL``, else
 ``postgresql://postgres@127.0.0.1:5432/postgres``. When none answers (or psycopg is not
 installed) the benchmark reports itself skipped, with the reason.
 
-    python -m bench.scheduler_pg [--quick] [--jobs N] [--rounds R] [--workers 1,4] [--batch-size 100]
+    python -m bench.scheduler_pg [--quick] [--jobs N] [--rounds R] [--workers 1,4] [--batch-size B]
 """
 
 from __future__ import annotations
@@ -551,7 +551,10 @@ def main() -> None:
                    help="jobs per drain for Procrastinate (default min(--jobs, 5000): it runs ~100 jobs/s here)")
     p.add_argument("--contenders", default="ents,raw,procrastinate", help="comma-separated subset of ents,raw,procrastinate")
     p.add_argument("--workers", default="1,4", help="comma-separated worker process counts (default 1,4)")
-    p.add_argument("--batch-size", type=int, default=100, help="ents worker --batch-size (default 100, the CLI default)")
+    from ents.worker import DEFAULT_BATCH
+
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
+                   help=f"ents worker --batch-size (default {DEFAULT_BATCH}, the CLI default)")
     p.add_argument("--procrastinate-mode", choices=["processes", "concurrency"], default="processes",
                    help="N Procrastinate workers as N processes (default) or 1 process with concurrency N")
     run_main("scheduler_pg", "Scheduler drain on PostgreSQL", build, p)

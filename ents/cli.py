@@ -24,6 +24,7 @@ from typing import Any
 
 from .app import App
 from .errors import EntsError
+from .worker import DEFAULT_BATCH
 
 
 def load_app(spec: str) -> App:
@@ -157,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("worker", help="run due jobs and crons until stopped (SIGTERM/SIGINT stop gracefully)")
     p.add_argument("app", help="MODULE:APP")
     p.add_argument("--concurrency", type=int, default=8, help="actions running at once (default 8)")
-    p.add_argument("--batch-size", type=int, default=100, help="mutation jobs per transaction (default 100)")
+    p.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH, help=f"mutation jobs per transaction (default {DEFAULT_BATCH})"
+    )
     p.add_argument("--lease-ms", type=float, default=30_000, help="action lease length in ms (default 30000)")
     p.set_defaults(fn=cmd_worker)
 

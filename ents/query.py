@@ -866,7 +866,7 @@ class TableQuery(Query):
 
     def get_x(self, *args: Any) -> Ent:
         """Like :meth:`get` but raises EntNotFoundError when nothing matches."""
-        ent = self.get(*args)
+        ent = self._get_id(args[0]) if len(args) == 1 else self.get(*args)
         if ent is None:
             if len(args) == 1:
                 raise EntNotFoundError(

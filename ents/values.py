@@ -29,6 +29,9 @@ INT64_MAX = 2**63 - 1
 
 _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 _loads = json.loads
+# The decoder's scanner, called directly: text ents wrote itself (compact, no surrounding
+# whitespace) decodes without json.loads' two Python-level calls; anything else falls back.
+_scan = json.JSONDecoder().scan_once
 
 
 def _where(path: str) -> str:
@@ -143,7 +146,11 @@ def loads(text: str | bytes | None) -> Any:
         text = bytes(text).decode("utf-8")
     if '"$bytes"' in text:
         return json.loads(text, object_hook=_bytes_hook)
-    return _loads(text)
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        return _loads(text)  # raises the decoder's own error
+    return value if end == len(text) else _loads(text)
 
 
 class Doc(dict):  # type: ignore[type-arg]

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("ents.worker")
 
 PURGE_BATCH = 1000
+#: mutation jobs a worker runs per transaction (one commit for all of them), unless the
+#: batch's time budget runs out first: cheap jobs share a commit, slow ones do not wait long
+DEFAULT_BATCH = 500
 
 
 def _json(value: Any) -> Any:
@@ -571,7 +574,7 @@ class Worker:
         app: App,
         *,
         concurrency: int = 8,
-        batch_size: int = 100,
+        batch_size: int = DEFAULT_BATCH,
         lease_ms: float = 30_000,
         poll_interval: float = 0.05,
         housekeeping_interval: float = 10.0,

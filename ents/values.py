@@ -31,7 +31,7 @@ _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", 
 _loads = json.loads
 # The decoder's scanner, called directly: text ents wrote itself (compact, no surrounding
 # whitespace) decodes without json.loads' two Python-level calls; anything else falls back.
-_scan = json.JSONDecoder().scan_once
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _where(path: str) -> str:

@@ -156,11 +156,12 @@ class App:
         backend = self.backend
         dialect = backend.dialect
         attempt = 0
-        deadline = time.monotonic() + RETRY_SECONDS
+        deadline = 0.0  # set at the first failure: retries go on for RETRY_SECONDS from there
         while True:
             try:
                 conn = backend.connect()
             except Exception as exc:
+                deadline = deadline or time.monotonic() + RETRY_SECONDS
                 if dialect.classify(exc) in ("transient", "connection") and time.monotonic() < deadline:
                     attempt += 1
                     time.sleep(min(0.01 * 2**attempt, 1.0))
@@ -191,6 +192,7 @@ class App:
                         function=function,
                     ) from exc
                 transient = kind in ("transient", "conflict", "connection")
+                deadline = deadline or time.monotonic() + RETRY_SECONDS
                 if transient and time.monotonic() < deadline:
                     attempt += 1
                     time.sleep(min(0.001 * 2**attempt, 0.1) * (0.5 + random.random()))
@@ -230,12 +232,17 @@ class App:
             return fdef.validate_result(fdef.handler(ctx, **kwargs))
 
         def prepare(tx: Transaction) -> None:
-            if origin_job is not None and kind == "mutation":
-                from .context import _job_state
+            from .context import _job_state
 
-                tx.origin_canceled = lambda: _job_state(tx, origin_job) == "canceled"
+            tx.origin_canceled = lambda: _job_state(tx, origin_job) == "canceled"
 
-        return self._transact(body, write=kind == "mutation", identity=identity, function=fdef.name, prepare=prepare)
+        return self._transact(
+            body,
+            write=kind == "mutation",
+            identity=identity,
+            function=fdef.name,
+            prepare=prepare if origin_job is not None and kind == "mutation" else None,
+        )
 
     def _run_action_handler(self, fdef: FunctionDef, kwargs: dict[str, Any], *, identity: Any, job: int | None) -> Any:
         ctx = ActionCtx(self, identity=identity, job=job)

@@ -324,6 +324,28 @@ def _plural_edge(ent: Ent, edge: Edge) -> Query:
 class Query:
     """A lazy query over one table (or over the targets of a many:many edge)."""
 
+    # Defaults, so that ``ctx.table("users")`` (built on every call of most functions) only
+    # sets what differs; __init__ and _clone set instance attributes over them.
+    _index: str | None = None
+    _range_fn: Callable[[Any], Any] | None = None
+    _eq: tuple[tuple[str, Any], ...] = ()
+    _filters: tuple[Callable[[Any], Any], ...] = ()
+    _desc = False
+    _limit: int | None = None
+    _edge_owner: Ent | None = None
+    _edge: Edge | None = None
+    _cache: list[Ent] | None = None
+    _memo: tuple[str, list[str], list[Any], int] | None = None
+    _fixed: list[Any] = []  # never mutated: _base assigns a new list
+
+    @classmethod
+    def _whole(cls, tx: Transaction, rt: TableRuntime) -> Query:
+        """The query over all of ``rt``'s table, in creation order (no arguments to check)."""
+        q = object.__new__(cls)
+        q._tx = tx
+        q._rt = rt
+        return q
+
     def __init__(
         self,
         tx: Transaction,
@@ -1019,8 +1041,10 @@ class TableFactory:
                 f'Table "{table}" stores many:many edges and is read through the edge, not ctx.table', table=table
             )
         cls = SystemTableQuery if rt.table.is_system else TableQuery
-        if range_fn is not None and index is None:
-            raise ValidationError("An index range needs an index name: ctx.table(table, index, lambda q: ...)", table=table)
+        if index is None:
+            if range_fn is not None:
+                raise ValidationError("An index range needs an index name: ctx.table(table, index, lambda q: ...)", table=table)
+            return cls._whole(self._tx, rt)  # type: ignore[return-value]
         return cls(self._tx, rt, index=index, range_fn=range_fn)
 
     def system(self, table: str, index: str | None = None, range_fn: Callable[[Any], Any] | None = None) -> TableQuery:

@@ -22,6 +22,16 @@ if TYPE_CHECKING:
 
 
 class Transaction:
+    # Bookkeeping most transactions never touch: class defaults, set per instance on first use.
+    write_seq = 0
+    _savepoints = 0
+    # scheduler bookkeeping (see scheduler.py)
+    scheduled_count = 0
+    scheduled_bytes = 0
+    earliest_new_job: float | None = None
+    origin_canceled: Callable[[], bool] | None = None
+    _ct_floor: dict[str, float] | None = None
+
     def __init__(
         self,
         app: App,
@@ -40,16 +50,8 @@ class Transaction:
         self.function = function
         self.dialect = app.backend.dialect
         self.runtimes = app.runtimes
-        self.write_seq = 0
         self.after_commit: list[Callable[[], None]] = []
         self.after_rollback: list[Callable[[], None]] = []
-        self._savepoints = 0
-        # scheduler bookkeeping (see scheduler.py)
-        self.scheduled_count = 0
-        self.scheduled_bytes = 0
-        self.earliest_new_job: float | None = None
-        self.origin_canceled: Callable[[], bool] | None = None
-        self._ct_floor: dict[str, float] = {}
 
     # -- SQL ---------------------------------------------------------------------------
 
@@ -66,12 +68,15 @@ class Transaction:
         processes sharing the database differ or step back."""
         if not self.dialect.rid_order:
             return self.now
-        floor = self._ct_floor.get(table)
+        floors = self._ct_floor
+        if floors is None:
+            floors = self._ct_floor = {}
+        floor = floors.get(table)
         if floor is None:
             q = self.dialect.q
             row = self.conn.execute(f"SELECT {q('_creation_time')} FROM {q(table)} ORDER BY {q('_rid')} DESC LIMIT 1").fetchone()
             floor = self.now if row is None else row[0]
-        ct = self._ct_floor[table] = max(self.now, floor)
+        ct = floors[table] = max(self.now, floor)
         return ct
 
     def insert_rid(self, sql: str, params: Sequence[Any]) -> int | None:
@@ -170,9 +175,10 @@ class Transaction:
             self.earliest_new_job = due
 
     def committed(self) -> None:
-        for fn in self.after_commit:
-            _quietly(fn)
-        self.after_commit.clear()
+        if self.after_commit:
+            for fn in self.after_commit:
+                _quietly(fn)
+            self.after_commit.clear()
         self.after_rollback.clear()
 
     def rolled_back(self) -> None:

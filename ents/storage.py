@@ -10,9 +10,12 @@ and a deleted blob is unlinked only once the deleting transaction commits.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
+import time
 import uuid
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,9 +23,11 @@ from typing import TYPE_CHECKING, Any
 from .errors import EntNotFoundError, InvalidIdError, StorageError, ValidationError
 
 if TYPE_CHECKING:
+    from .app import App
     from .transaction import Transaction
 
 TABLE = "_storage"
+log = logging.getLogger("ents.storage")
 
 
 class BlobStore:
@@ -218,3 +223,83 @@ class Storage:
     def delete(self, id: str) -> None:
         """Delete the file. Ents referencing it are not deleted (as in Convex Ents)."""
         delete(self._tx, id)
+
+
+# -- strays ------------------------------------------------------------------------------
+
+#: how old a blob file or an upload must be before a sweep may remove it: far longer than
+#: any transaction that writes a blob stays open before it commits
+STRAY_AGE_S = 24 * 3600
+_HEX_DIGITS = set("0123456789abcdef")
+_SWEEP_BATCH = 500
+
+
+def _stray_candidates(store: BlobStore, cutoff: float) -> Iterator[tuple[Path, int | None]]:
+    """Blob files (with their row key) and uploads (None) last modified before ``cutoff``;
+    any other file is not ents' and is left alone."""
+    try:
+        top = list(os.scandir(store.directory))
+    except OSError:  # no directory yet, or unreadable: nothing to sweep
+        return
+    for entry in top:
+        try:
+            if entry.name.startswith(".upload-") and entry.name.endswith(".tmp") and entry.is_file():
+                if entry.stat().st_mtime < cutoff:
+                    yield Path(entry.path), None
+                continue
+            if len(entry.name) != 2 or not set(entry.name) <= _HEX_DIGITS or not entry.is_dir():
+                continue
+            with os.scandir(entry.path) as blobs:
+                for blob in blobs:
+                    stem = blob.name[: -len(".blob")]
+                    if not blob.name.endswith(".blob") or not stem.isdigit() or int(stem) % 256 != int(entry.name, 16):
+                        continue
+                    if blob.is_file() and blob.stat().st_mtime < cutoff:
+                        yield Path(blob.path), int(stem)
+        except OSError:
+            continue  # removed meanwhile, or unreadable
+
+
+def sweep_strays(app: App, *, older_than_s: float = STRAY_AGE_S) -> int:
+    """Remove blob files that no ``_storage`` row names, and abandoned uploads, once they
+    are ``older_than_s`` seconds old; returns how many files went.
+
+    They are what a crash leaves behind: a blob renamed into place by a transaction that
+    never committed, an upload cut off half-way, or the blob of a deleted file whose unlink
+    (after the delete committed) never happened. Row keys are never reused, so a blob
+    without a row cannot gain one later, and the age limit keeps the sweep clear of
+    transactions still running. Rows are looked up in batches, never one per file.
+    """
+    cutoff = time.time() - older_than_s
+    q = app.backend.dialect.q
+    removed = 0
+    batch: list[tuple[Path, int]] = []
+
+    def flush() -> int:
+        rids = [rid for _, rid in batch]
+        alive = app._transact(
+            lambda tx: {r[0] for r in tx.in_chunks(f"SELECT {q('_rid')} FROM {q(TABLE)}", q("_rid"), rids)},
+            write=False,
+            function="storage sweep",
+        )
+        n = 0
+        for path, rid in batch:
+            if rid not in alive:
+                path.unlink(missing_ok=True)
+                n += 1
+        batch.clear()
+        return n
+
+    for path, rid in _stray_candidates(app.blobs, cutoff):
+        if rid is None:
+            path.unlink(missing_ok=True)
+            removed += 1
+            continue
+        batch.append((path, rid))
+        if len(batch) >= _SWEEP_BATCH:
+            removed += flush()
+    if batch:
+        removed += flush()
+    if removed:
+        log.info("removed %d stray file(s) from %s", removed, app.blobs.directory)
+    return removed

@@ -15,6 +15,7 @@ action" and is never run again, unless its action has a retry policy and attempt
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import socket
@@ -28,6 +29,7 @@ from .context import MutationCtx
 from .errors import EntsError, FunctionNotFoundError, SchedulerError
 from .functions import FunctionDef, NonRetryableError
 from .scheduler import JOBS, RETENTION_MS, TRANSIENT_ACTION_ERROR
+from .storage import sweep_strays
 from .values import dumps, loads
 from .writer import ConflictRace
 
@@ -578,6 +580,7 @@ class Worker:
         lease_ms: float = 30_000,
         poll_interval: float = 0.05,
         housekeeping_interval: float = 10.0,
+        storage_sweep_interval: float = 3600.0,
         name: str | None = None,
     ) -> None:
         if concurrency < 1 or batch_size < 1:
@@ -588,6 +591,9 @@ class Worker:
         self.lease_ms = lease_ms
         self.poll_interval = poll_interval
         self.housekeeping_interval = housekeeping_interval
+        #: seconds between sweeps of stray blob files (see ents.storage.sweep_strays); the
+        #: first runs at the first housekeeping after start
+        self.storage_sweep_interval = storage_sweep_interval
         self.owner = name or new_owner()
         self.executor = Executor(app, self.owner, lease_ms)
         self._cond = threading.Condition()
@@ -649,6 +655,7 @@ class Worker:
             self.executor.recover_abandoned()
             last_housekeeping = time.monotonic()
             last_renew = time.monotonic()
+            last_sweep = -math.inf
             while True:
                 with self._cond:
                     if self._stopping:
@@ -662,6 +669,9 @@ class Worker:
                 if now_mono - last_housekeeping > self.housekeeping_interval:
                     self._safe(self.executor.recover_abandoned)
                     self._safe(self.executor.purge)
+                    if now_mono - last_sweep > self.storage_sweep_interval:
+                        self._safe(lambda: sweep_strays(app))
+                        last_sweep = now_mono
                     last_housekeeping = now_mono
                 if did:
                     continue

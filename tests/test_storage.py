@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -341,6 +342,103 @@ def test_a_blob_is_removed_only_once_its_delete_commits(app: Any, blob_dir: Path
     app.run(delete)
     assert not path.exists()
     assert files(blob_dir) == []
+
+
+# -- what a crash leaves behind -------------------------------------------------------------
+
+
+def _age(path: Path, seconds: float) -> None:
+    old = path.stat().st_mtime - seconds
+    os.utime(path, (old, old))
+
+
+def test_a_sweep_removes_old_strays_and_nothing_else(app: Any, blob_dir: Path) -> None:
+    """Blobs whose row never committed (or whose delete committed without the unlink) and
+    abandoned uploads go once old; live blobs, young strays and foreign files stay."""
+    from ents.storage import STRAY_AGE_S, sweep_strays
+
+    kept = store(app, b"kept")
+    kept_path = url_path(app.run(lambda ctx: ctx.storage.get_url(kept)))
+    doomed = store(app, b"deleted, then the process died before the unlink")
+    doomed_path = url_path(app.run(lambda ctx: ctx.storage.get_url(doomed)))
+    # Delete the row the way a crash after the commit would leave it: the blob stays.
+    q = app.backend.dialect.q
+    rid = app.codec.decode(doomed)[1]
+    app._transact(lambda tx: tx.execute(f"DELETE FROM {q('_storage')} WHERE {q('_rid')} = {app.backend.dialect.param}", (rid,)), write=True)
+    assert doomed_path.exists()
+    never_committed = app.blobs.path(10_000_019)
+    never_committed.parent.mkdir(parents=True, exist_ok=True)
+    never_committed.write_bytes(b"placed, then the transaction died")
+    young = app.blobs.path(10_000_020)
+    young.parent.mkdir(parents=True, exist_ok=True)
+    young.write_bytes(b"a transaction may still commit this one")
+    upload = blob_dir / ".upload-0123abcd.tmp"
+    upload.write_bytes(b"half an up")
+    foreign = [blob_dir / "README.txt", blob_dir / "zz" / "1.blob", never_committed.parent / "notes.blob"]
+    for f in foreign:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"not ents'")
+    for f in [kept_path, doomed_path, never_committed, upload, *foreign]:
+        _age(f, STRAY_AGE_S + 60)
+
+    assert sweep_strays(app) == 3
+    assert not doomed_path.exists() and not never_committed.exists() and not upload.exists()
+    assert kept_path.read_bytes() == b"kept" and young.exists()
+    assert all(f.exists() for f in foreign)
+    assert app.run_query(app.f["read"], {"id": kept}) == b"kept"
+    assert sweep_strays(app) == 0
+
+
+def test_a_sweep_checks_rows_in_batches(app: Any, blob_dir: Path) -> None:
+    from ents.storage import STRAY_AGE_S, sweep_strays
+
+    ids = [store(app, f"file {i}".encode()) for i in range(3)]
+    strays = []
+    for n in range(1200):
+        path = app.blobs.path(20_000_000 + n)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        strays.append(path)
+    for f in files(blob_dir):
+        _age(f, STRAY_AGE_S + 1)
+    lookups: list[int] = []
+    real = app._transact
+
+    def counting(body: Any, **kw: Any) -> Any:
+        lookups.append(1)
+        return real(body, **kw)
+
+    app._transact = counting
+    try:
+        assert sweep_strays(app) == 1200
+    finally:
+        del app._transact
+    assert len(lookups) == 3  # 1203 files, 500 per lookup
+    assert [app.run_query(app.f["read"], {"id": i}) for i in ids] == [b"file 0", b"file 1", b"file 2"]
+    assert not any(p.exists() for p in strays)
+
+
+def test_a_worker_sweeps_strays_as_housekeeping(make_app: Any, blob_dir: Path, backend: str) -> None:
+    if backend == "memory":
+        pytest.skip("a worker runs beside other connections: it needs a database they can share")
+    from ents.storage import STRAY_AGE_S
+
+    app = make_app(storage_schema(), storage_dir=str(blob_dir))
+    kept = store(app, b"kept")
+    stray = app.blobs.path(30_000_001)
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"stray")
+    for f in files(blob_dir):
+        _age(f, STRAY_AGE_S + 1)
+    worker = app.worker(housekeeping_interval=0.05).start()
+    try:
+        deadline = time.monotonic() + 10
+        while stray.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        worker.stop()
+    assert not stray.exists()
+    assert app.run(lambda ctx: ctx.storage.get(kept)) == b"kept"
 
 
 # -- edges to _storage ------------------------------------------------------------------

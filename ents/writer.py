@@ -326,21 +326,35 @@ def _fast_row(rt: TableRuntime, keys: tuple[str, ...], insert: bool) -> _FastRow
     return plan  # type: ignore[no-any-return]
 
 
+def _plain_row(
+    tx: Transaction, rt: TableRuntime, value: Any, *, insert: bool, self_rid: int | None = None
+) -> tuple[_FastRow, list[Any]] | None:
+    """The plan and column values of a document of scalar and id fields only, whose values
+    plainly fit, with the ids it references checked; None sends it down the general path."""
+    if type(value) is not dict:
+        return None
+    plan = _fast_row(rt, tuple(value), insert)
+    if plan is None:
+        return None
+    vals = plan.values(value)
+    if vals is None:
+        return None
+    if plan.has_ids:
+        _check_references(tx, rt, plan.cols, [vals], self_rid)
+    return plan, vals
+
+
 def insert(tx: Transaction, rt: TableRuntime, value: dict[str, Any]) -> str:
     _check_writable(tx, rt, "insert into")
-    if type(value) is dict:
-        plan = _fast_row(rt, tuple(value), True)
-        if plan is not None:
-            vals = plan.values(value)
-            if vals is not None:
-                if plan.has_ids:
-                    _check_references(tx, rt, plan.cols, [vals])
-                rid = tx.insert_rid(plan.sql, (tx.creation_time(rt.name), *vals))
-                if rid is None:
-                    _raise_duplicate(tx, rt, {**plan.default_doc, **value}, plan.cols, vals, None)
-                    raise ConflictRace(rt.name)
-                tx.touched()
-                return InsertedId(rt.encode_rid(rid), tx, rt.name)
+    plain = _plain_row(tx, rt, value, insert=True)
+    if plain is not None:
+        plan, vals = plain
+        rid = tx.insert_rid(plan.sql, (tx.creation_time(rt.name), *vals))
+        if rid is None:
+            _raise_duplicate(tx, rt, {**plan.default_doc, **value}, plan.cols, vals, None)
+            raise ConflictRace(rt.name)
+        tx.touched()
+        return InsertedId(rt.encode_rid(rid), tx, rt.name)
     fields, edges = _split(rt, value)
     doc = _complete(rt, _validate(rt, fields, partial=False))
     cols, vals = _row_values(rt, doc)
@@ -446,18 +460,14 @@ def _load(tx: Transaction, rt: TableRuntime, rid: int) -> tuple[Any, ...]:
 
 def patch(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) -> str:
     _check_writable(tx, rt, "patch a document of")
-    if type(value) is dict:
-        plan = _fast_row(rt, tuple(value), False)
-        if plan is not None:
-            vals = plan.values(value)
-            if vals is not None:
-                if plan.has_ids:
-                    _check_references(tx, rt, plan.cols, [vals], rid)
-                if plan.unique:
-                    _raise_duplicate(tx, rt, value, plan.cols, vals, rid)
-                _update_row(tx, rt, rid, value, plan.cols, vals, plan.sql)
-                tx.touched()
-                return rt.encode_rid(rid)
+    plain = _plain_row(tx, rt, value, insert=False, self_rid=rid)
+    if plain is not None:
+        plan, vals = plain
+        if plan.unique:
+            _raise_duplicate(tx, rt, value, plan.cols, vals, rid)
+        _update_row(tx, rt, rid, value, plan.cols, vals, plan.sql)
+        tx.touched()
+        return rt.encode_rid(rid)
     fields, edges = _split(rt, value)
     specs = rt.table.fields
     cleared: dict[str, Any] = {}

@@ -444,3 +444,49 @@ def run_main(key: str, title: str, build: Callable[[Section, argparse.Namespace]
 
 def progress(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- draining --------------------------------------------------------------------------
+
+#: a drain that makes no progress for this long is reported as stalled
+STALL_S = 60.0
+
+
+class DrainError(Exception):
+    """The contender did not drain its jobs correctly (reported, not worked around)."""
+
+
+def wait_drained(
+    has_pending: Callable[[], bool],
+    pending_count: Callable[[], int],
+    what: str,
+    dead: Callable[[], str | None],
+    poll_s: float = 0.002,
+) -> float:
+    """Poll until nothing is pending; returns the (perf_counter) time it became so.
+
+    Once a second it checks for progress (DrainError after STALL_S without any) and asks
+    ``dead()`` whether the consumer is gone: a reason (str) ends the wait, with a
+    DrainError unless the jobs were all done by then.
+    """
+    last_count = pending_count()
+    last_change = time.monotonic()
+    next_check = last_change + 1.0
+    while True:
+        if not has_pending():
+            return time.perf_counter()
+        time.sleep(poll_s)
+        t = time.monotonic()
+        if t < next_check:
+            continue
+        next_check = t + 1.0
+        c = pending_count()
+        if c != last_count:
+            last_count, last_change = c, t
+        elif t - last_change > STALL_S:
+            raise DrainError(f"{what}: no progress for {STALL_S:.0f} s with {c} job(s) still pending")
+        why = dead()
+        if why is not None:
+            if not has_pending():
+                return time.perf_counter()
+            raise DrainError(f"{what}: {why}, with {pending_count()} job(s) still pending")

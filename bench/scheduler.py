@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .common import (
+    DrainError,
     Row,
     Section,
     Table,
@@ -45,15 +46,11 @@ from .common import (
     raw_connect,
     run_main,
     temp_dir,
+    wait_drained,
 )
 
 PER_MUTATION = 1000
 RAW_BATCH = 100
-STALL_S = 60.0
-
-
-class DrainError(Exception):
-    """The contender did not drain its jobs (reported, not worked around)."""
 
 
 def now_ms() -> float:
@@ -87,29 +84,6 @@ def job_states(conn: sqlite3.Connection) -> dict[str, int]:
     return dict(conn.execute('SELECT "state", count(*) FROM "_scheduled_functions" GROUP BY "state"').fetchall())
 
 
-def wait_drained(has_pending: Callable[[], bool], progress_count: Callable[[], int], alive: Callable[[], bool], what: str) -> float:
-    """Poll until nothing is pending; returns the time it became so. Raises DrainError on a stall."""
-    last_count = progress_count()
-    last_change = time.monotonic()
-    next_progress = time.monotonic() + 1.0
-    while True:
-        if not has_pending():
-            return time.perf_counter()
-        time.sleep(0.002)
-        t = time.monotonic()
-        if t >= next_progress:
-            next_progress = t + 1.0
-            c = progress_count()
-            if c != last_count:
-                last_count, last_change = c, t
-            elif t - last_change > STALL_S:
-                raise DrainError(f"{what}: no progress for {STALL_S:.0f} s with {c} job(s) still pending")
-            if not alive():
-                if not has_pending():
-                    return time.perf_counter()
-                raise DrainError(f"{what}: the consumer thread ended with {progress_count()} job(s) still pending")
-
-
 def ents_drain(d: str, sync: str, n: int, out: dict[str, Any]) -> float:
     path = os.path.join(d, f"ents-{sync}-{time.monotonic_ns()}.db")
     app = open_ents(path, sync)
@@ -137,7 +111,8 @@ def ents_drain(d: str, sync: str, n: int, out: dict[str, Any]) -> float:
     worker.start()
     try:
         thread = getattr(worker, "_thread", None)
-        t1 = wait_drained(has_pending, pending_count, lambda: thread is None or thread.is_alive(), "ents worker")
+        t1 = wait_drained(has_pending, pending_count, "ents worker",
+                          lambda: None if thread is None or thread.is_alive() else "the worker thread ended")
     except DrainError as exc:
         error = str(exc)
         t1 = time.perf_counter()
@@ -319,7 +294,7 @@ def huey_drain(d: str, sync: str, n: int, out: dict[str, Any]) -> float:
     t0 = time.perf_counter()
     consumer.start()
     try:
-        t1 = wait_drained(lambda: counter() < n, counter, lambda: True, "huey consumer")
+        t1 = wait_drained(lambda: counter() < n, counter, "huey consumer", lambda: None)
     finally:
         consumer.stop(graceful=True)
         for s, h in saved.items():

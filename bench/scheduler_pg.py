@@ -49,6 +49,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from .common import (
     REPO,
+    DrainError,
     Row,
     Section,
     Table,
@@ -58,18 +59,14 @@ from .common import (
     progress,
     ratio,
     run_main,
+    wait_drained,
 )
 from .pg_workers import PER_MUTATION, URL_ENV
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 POLL_S = 0.005
-STALL_S = 60.0
 READY_TIMEOUT_S = 120.0
 EXIT_TIMEOUT_S = 60.0
-
-
-class DrainError(Exception):
-    """The contender did not drain its jobs correctly (reported, not worked around)."""
 
 
 # -- the server --------------------------------------------------------------------------
@@ -239,29 +236,12 @@ def finish(ps: Procs, terminate: bool) -> list[int | None]:
     return codes
 
 
-def wait_drained(ps: Procs, has_pending: Callable[[], bool], pending_count: Callable[[], int], what: str, exit_on_own: bool) -> float:
-    """Poll until nothing is pending; returns the time it became so."""
-    last_count = pending_count()
-    last_change = time.monotonic()
-    next_check = time.monotonic() + 1.0
-    while True:
-        if not has_pending():
-            return time.perf_counter()
-        time.sleep(POLL_S)
-        t = time.monotonic()
-        if t >= next_check:
-            next_check = t + 1.0
-            c = pending_count()
-            if c != last_count:
-                last_count, last_change = c, t
-            elif t - last_change > STALL_S:
-                raise DrainError(f"{what}: no progress for {STALL_S:.0f} s with {c} job(s) still pending")
-            alive = ps.alive()
-            if (not exit_on_own and not all(alive)) or not any(alive):
-                if not has_pending():
-                    return time.perf_counter()
-                raise DrainError(f"{what}: worker process(es) exited with {pending_count()} job(s) still pending "
-                                 f"(exit codes {[p.poll() for p in ps.procs]}):\n{read_logs(ps)[-3000:]}")
+def _dead(ps: Procs, exit_on_own: bool) -> str | None:
+    """Why the worker processes can no longer drain (None while they can)."""
+    alive = ps.alive()
+    if (exit_on_own or all(alive)) and any(alive):
+        return None
+    return f"worker process(es) exited (exit codes {[p.poll() for p in ps.procs]}):\n{read_logs(ps)[-3000:]}\n"
 
 
 # -- one drain per contender -------------------------------------------------------------------
@@ -297,7 +277,7 @@ def _drain(url: str, dbname: str, cmds: list[list[str]], pending_sql: str, what:
         error = None
         t0 = go(ps)
         try:
-            t1 = wait_drained(ps, has_pending, pending_count, what, exit_on_own)
+            t1 = wait_drained(has_pending, pending_count, what, lambda: _dead(ps, exit_on_own), POLL_S)
         except DrainError as exc:
             error = str(exc)
             t1 = time.perf_counter()

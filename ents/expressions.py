@@ -251,7 +251,7 @@ class _Compiler:
     def literal(self, value: Any) -> str:
         if value is None:
             return "NULL"
-        if isinstance(value, (dict, list, tuple, bytes)):
+        if not isinstance(value, (bool, int, float, str)):
             raise ValidationError(
                 f"Filters compare scalar values (None, bool, number, string); got {type(value).__name__}",
                 table=self.rt.name,

@@ -592,6 +592,10 @@ class Query:
     def _rows(self, limit: int | None, after: list[Any] | None = None) -> Iterator[list[tuple[Any, ...]]]:
         """Raw rows in chunks, following the keyset from ``after``."""
         tx = self._tx
+        if self._memo is None:
+            # Compiled first: a bad filter or range is refused even when there is no row.
+            self._fixed = []
+            self._memo = self._base()
         upper = None
         if tx.write and limit is None and not isinstance(self, EdgeQuery):
             # Do not chase rows this very transaction inserts while iterating.

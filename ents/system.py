@@ -60,11 +60,14 @@ def system_tables() -> dict[str, TableDef]:
             "lease_expires": _f(t, "lease_expires", float | None),
             "attempts": _f(t, "attempts", int, default=0),
             "attempt_log": _f(t, "attempt_log", list | None),
+            # when the running attempt of an action was claimed (for the log of an attempt
+            # recovered after its worker died)
+            "started_time": _f(t, "started_time", float | None),
             "cron": _f(t, "cron", str | None),
         },
         is_system=True,
         path_aliases={"state.kind": "state", "state.error": "error"},
-        hidden=frozenset({"kind", "lease_owner", "lease_expires", "attempts", "cron"}),
+        hidden=frozenset({"kind", "lease_owner", "lease_expires", "attempts", "cron", "started_time"}),
         shape=_shape_job,
     )
     jobs.indexes["by_state"] = ("state", "scheduled_time")

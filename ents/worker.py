@@ -241,10 +241,10 @@ class Executor:
             if rows:
                 tx.run_in_chunks(
                     f"UPDATE {q(JOBS)} SET {q('state')} = 'inProgress', {q('lease_owner')} = {p}, "
-                    f"{q('lease_expires')} = {p}, {q('attempts')} = {q('attempts')} + 1",
+                    f"{q('lease_expires')} = {p}, {q('attempts')} = {q('attempts')} + 1, {q('started_time')} = {p}",
                     q("_rid"),
                     [r[0] for r in rows],
-                    params=(self.owner, tx.now + self.lease_ms),
+                    params=(self.owner, tx.now + self.lease_ms, tx.now),
                 )
             return [tuple(r) for r in rows]
 
@@ -370,13 +370,13 @@ class Executor:
         def body(tx: Transaction) -> int:
             rows = tx.fetchall(
                 f"SELECT {q('_rid')}, {q('name')}, {q('lease_owner')}, {q('lease_expires')}, {q('attempts')}, "
-                f"{q('attempt_log')}, {q('cron')} FROM {q(JOBS)} WHERE {q('state')} = 'inProgress'"
+                f"{q('attempt_log')}, {q('cron')}, {q('started_time')} FROM {q(JOBS)} WHERE {q('state')} = 'inProgress'"
             )
             n = 0
             finished: list[tuple[str | None, int, str, str | None]] = []
             with self._held_lock:
                 held = set(self._held)
-            for rid, name, owner, expires, attempts, attempt_log, cron in rows:
+            for rid, name, owner, expires, attempts, attempt_log, cron, started in rows:
                 if owner == self.owner:
                     # Ours but not running here (its claim's outcome was lost): it is
                     # abandoned once its lease, no longer renewed, runs out.
@@ -391,7 +391,10 @@ class Executor:
                     pass
                 entries = list(_json(attempt_log)) if attempt_log else []
                 if retry is not None:
-                    entries.append({"attempt": int(attempts or 1), "error": TRANSIENT_ACTION_ERROR, "finished_time": tx.now})
+                    entry: dict[str, Any] = {"attempt": int(attempts or 1), "error": TRANSIENT_ACTION_ERROR, "finished_time": tx.now}
+                    if started is not None:  # claimed by an older version of ents otherwise
+                        entry["started_time"] = float(started)
+                    entries.append(entry)
                 if retry is not None and int(attempts or 1) < retry.max_attempts:
                     due = tx.now + retry.delay_ms(int(attempts or 1), random.random())
                     tx.execute(

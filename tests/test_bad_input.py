@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from ents import App, EntsError, Id, define_ent, define_ent_schema
+from ents import App, EntsError, Id, ValidationError, define_ent, define_ent_schema
 from ents.testing import FakeClock
 
 EXAMPLES = int(os.environ.get("ENTS_BAD_INPUT_EXAMPLES", "40"))
@@ -486,6 +486,16 @@ def test_hostile_filters_and_query_options(make_app: Any, backend: str):
             attempt(app, lambda: app.run(fn))  # noqa: B023 - called at once, inside the loop
 
     check()
+
+
+def test_a_filter_literal_that_is_no_scalar_is_refused_on_every_kind_of_field(make_app: Any):
+    """Found by the hostile-filter run: an object compared with a JSON field reached the
+    JSON encoder and escaped as a TypeError. Refused even when the table is empty."""
+    app = make_app(things_schema())
+    for field in ("l", "d", "any", "s", "i", "m"):
+        for value in (object(), Decimal("1.5"), {1, 2}, datetime.now(UTC)):
+            ok, exc = attempt(app, lambda: app.run(lambda ctx: ctx.table("things").filter(lambda q: q.eq(q.field(field), value)).collect()))  # noqa: B023 - run at once
+            assert not ok and isinstance(exc, ValidationError) and type(value).__name__ in str(exc), (field, value, exc)
 
 
 def test_filters_agree_with_python(make_app: Any, backend: str):

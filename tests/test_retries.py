@@ -286,14 +286,17 @@ def _claim_as_dead_worker(app: App, id: str) -> None:
 def test_abandoned_attempt_is_requeued_with_backoff_while_attempts_remain(make_app, clock: FakeClock):
     app, calls = flaky_app(make_app, RetryPolicy(max_attempts=2, initial_backoff_ms=1000, jitter=0.5), fail_times=0)
     id = schedule(app, "retries:flaky")
+    claimed_at = clock.now()
     _claim_as_dead_worker(app, id)
     assert job(app, id)["state"] == {"kind": "inProgress"}
+    clock.advance(250)
     recovered_at = clock.now()
     app.finish_in_progress_scheduled_functions()  # recovers the abandoned attempt
     doc = job(app, id)
     assert doc["state"] == {"kind": "pending"}
     assert recovered_at + 1000 <= doc["scheduled_time"] <= recovered_at + 1500
     assert [a["error"] for a in doc["attempts"]] == [TRANSIENT_ACTION_ERROR]
+    assert (doc["attempts"][0]["started_time"], doc["attempts"][0]["finished_time"]) == (claimed_at, recovered_at)
     app.finish_all_scheduled_functions()
     doc = job(app, id)
     assert doc["state"] == {"kind": "success"}

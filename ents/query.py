@@ -909,9 +909,11 @@ class TableQuery(Query):
         return ent
 
     def _get_id(self, id: Any) -> Ent | None:
-        rid = self._tx.app.codec.decode_for(self._rt.name, id)
-        row = self._tx.fetchone(self._rt.sql_get, (rid,))
-        return ent_class(self._rt)(self._rt, row, self._tx) if row is not None else None
+        tx = self._tx
+        rt = self._rt
+        rid = tx.app.codec.decode_for(rt.name, id)
+        row = tx.conn.execute(rt.sql_get, (rid,)).fetchone()  # the hottest read: straight to the driver
+        return ent_class(rt)(rt, row, tx) if row is not None else None
 
     def _by_index(self, name: Any, values: Sequence[Any]) -> Query:
         rt = self._rt

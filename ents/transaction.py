@@ -66,12 +66,16 @@ class Transaction:
         except that where the dialect orders by row key (``rid_order``) it never goes below
         the newest row's, so creation order and row-key order agree even when clocks of
         processes sharing the database differ or step back."""
-        if not self.dialect.rid_order:
-            return self.now
         floors = self._ct_floor
-        if floors is None:
+        if floors is not None:
+            floor = floors.get(table)
+            if floor is not None and floor >= self.now:
+                return floor  # every later insert of the transaction
+        elif not self.dialect.rid_order:
+            return self.now
+        else:
             floors = self._ct_floor = {}
-        floor = floors.get(table)
+            floor = None
         if floor is None:
             q = self.dialect.q
             row = self.conn.execute(f"SELECT {q('_creation_time')} FROM {q(table)} ORDER BY {q('_rid')} DESC LIMIT 1").fetchone()

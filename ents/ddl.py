@@ -122,6 +122,7 @@ class Introspection:
         has_rows: Callable[[str], bool],
         several_rows: Callable[[str], bool] | None = None,
         duplicate: Callable[[str, tuple[str, ...]], tuple[Any, ...] | None] | None = None,
+        index_sql: Callable[[str], dict[str, str] | None] | None = None,
     ) -> None:
         self.tables = tables
         self.columns = columns
@@ -131,6 +132,8 @@ class Introspection:
         self.several_rows = several_rows or (lambda table: False)
         #: values of ``columns`` shared by two rows of a table, or None
         self.duplicate = duplicate or (lambda table, columns: None)
+        #: each index's definition as stored (None where the backend cannot tell)
+        self.index_sql = index_sql or (lambda table: None)
 
 
 def plan(
@@ -202,8 +205,17 @@ def plan(
                     table=t.name,
                     field=fields[0],
                 )
+        defined = existing.index_sql(t.name) or {}
         for name, stmt in wanted_indexes.items():
             if name not in current:
+                ddl.append(stmt)
+            elif (
+                name in defined
+                and not stmt.startswith("CREATE UNIQUE")
+                and defined[name] != stmt.replace(" IF NOT EXISTS", "", 1)
+            ):
+                # The same index with another definition (e.g. from an older ents): rebuild it.
+                ddl.append(f"DROP INDEX IF EXISTS {q(name)}")
                 ddl.append(stmt)
     return ddl, backfill
 
@@ -266,6 +278,7 @@ def sync_schema(backend: Any, tables: dict[str, TableDef]) -> dict[str, int]:
             has_rows,
             several_rows,
             duplicate,
+            lambda t: backend.introspect_index_sql(conn, t),
         )
         ddl, backfills = plan(
             tables,

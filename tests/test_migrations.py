@@ -319,3 +319,43 @@ def test_closed_app_refuses_work(file_url: str) -> None:
     with pytest.raises(Exception, match="closed"):
         app.run(lambda ctx: None)
     assert os.path.exists(file_url.removeprefix("sqlite:///"))
+
+
+def test_an_index_with_an_older_definition_is_rebuilt_and_a_current_one_left_alone(file_url: str, tmp_path: Path) -> None:
+    """An SQLite file from an older ents (indexes carrying _creation_time, and an index on
+    _creation_time itself) converges to the current layout when opened; reopening a current
+    file changes nothing."""
+    import sqlite3
+
+    with App(v1(), file_url) as app:
+        ids = seed_v1(app)
+    path = tmp_path / "app.db"
+    raw = sqlite3.connect(path)
+    raw.execute('DROP INDEX "ix_messages__user_id"')
+    raw.execute('CREATE INDEX "ix_messages__user_id" ON "messages" ("user_id", "_creation_time")')
+    raw.execute('CREATE INDEX "ix_messages__by_creation_time" ON "messages" ("_creation_time")')
+    raw.commit()
+    raw.close()
+
+    def indexes() -> dict[str, str]:
+        conn = sqlite3.connect(path)
+        try:
+            rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' AND sql IS NOT NULL")
+            return dict(rows.fetchall())
+        finally:
+            conn.close()
+
+    def schema_version() -> int:
+        conn = sqlite3.connect(path)
+        try:
+            return int(conn.execute("PRAGMA schema_version").fetchone()[0])
+        finally:
+            conn.close()
+
+    with App(v1(), file_url) as app:
+        assert app.run(lambda ctx: [m._id for m in ctx.table("messages", "user_id", lambda q: q.eq("user_id", ids["ada"]))]) == [ids["m"]]
+    assert indexes() == {"ix_messages__user_id": 'CREATE INDEX "ix_messages__user_id" ON "messages" ("user_id")'}
+    before = schema_version()
+    with App(v1(), file_url) as app:
+        assert app.run(lambda ctx: ctx.table("messages").get_x(ids["m"]).text) == "hi"
+    assert schema_version() == before

@@ -194,6 +194,11 @@ class Backend(ABC):
     @abstractmethod
     def introspect_indexes(self, conn: Connection, table: str) -> set[str]: ...
 
+    def introspect_index_sql(self, conn: Connection, table: str) -> dict[str, str] | None:
+        """Each index's CREATE statement as the database keeps it, when it keeps it in the
+        form ents writes it (so that a changed definition can be told); None otherwise."""
+        return None
+
     def lock_schema(self, conn: Connection) -> None:  # noqa: B027 - optional hook
         """Serialize schema changes between processes; called before the schema
         transaction begins (SQLite's BEGIN IMMEDIATE already serializes them)."""

@@ -210,6 +210,12 @@ class SQLiteBackend(Backend):
         ).fetchall()
         return {r[0] for r in rows}
 
+    def introspect_index_sql(self, conn: Connection, table: str) -> dict[str, str] | None:
+        rows = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (table,)
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
     def watch(self, callback: Callable[[], None], interval: float = 0.05) -> Callable[[], None]:
         if self.path is None:
             return lambda: None

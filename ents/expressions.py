@@ -410,14 +410,14 @@ def compile_range(
             mark, param = rt.index_param(name, value)
             conds.append(f"{col} = {mark}")
             params.append(param)
-            if mark != rt.dialect.param:
-                param = None
-        if eq_params is not None:
-            eq_params.append(param)
             if creation_bound is not None and name == "_creation_time":
                 extra, extra_params = creation_bound("=", value)
                 conds.append(extra)
                 params += extra_params
+            if mark != rt.dialect.param:
+                param = None
+        if eq_params is not None:
+            eq_params.append(param)
     for bound in (builder.lower, builder.upper):
         if bound is None:
             continue

@@ -290,7 +290,8 @@ class _FastRow:
         for name, base, kind, write in self.fields:
             v: Any = value[name]
             exact: type = type(v)
-            if exact is not base:
+            # str subclasses (the InsertedId an insert returns) are strings, as pydantic has it
+            if exact is not base and not (base is str and isinstance(v, str)):
                 return None
             if kind == "str":
                 if not v.isascii() or "\x00" in v:

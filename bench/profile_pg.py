@@ -74,33 +74,26 @@ class StatementCounter:
         import psycopg
 
         counter = self
-        orig_execute = psycopg.Cursor.execute
-        orig_many = psycopg.Cursor.executemany
 
-        def execute(cur: Any, query: Any, params: Any = None, **kw: Any) -> Any:
-            if threading.get_ident() != counter.thread or not counter.on:
-                return orig_execute(cur, query, params, **kw)
-            k = counter.classify(query)
-            t = time.perf_counter()
-            try:
-                return orig_execute(cur, query, params, **kw)
-            finally:
-                counter.wait[k] += time.perf_counter() - t  # type: ignore[assignment]
-                counter.count[k] += 1
+        def timed(orig: Any, prefix: str) -> Any:
+            """``orig`` (a Cursor method whose first argument is the query), counted and timed
+            per statement class when called from the measured thread."""
 
-        def executemany(cur: Any, query: Any, seq: Any, **kw: Any) -> Any:
-            if threading.get_ident() != counter.thread or not counter.on:
-                return orig_many(cur, query, seq, **kw)
-            k = "executemany: " + counter.classify(query)
-            t = time.perf_counter()
-            try:
-                return orig_many(cur, query, seq, **kw)
-            finally:
-                counter.wait[k] += time.perf_counter() - t  # type: ignore[assignment]
-                counter.count[k] += 1
+            def run(cur: Any, query: Any, *args: Any, **kw: Any) -> Any:
+                if threading.get_ident() != counter.thread or not counter.on:
+                    return orig(cur, query, *args, **kw)
+                k = prefix + counter.classify(query)
+                t = time.perf_counter()
+                try:
+                    return orig(cur, query, *args, **kw)
+                finally:
+                    counter.wait[k] += time.perf_counter() - t  # type: ignore[assignment]
+                    counter.count[k] += 1
 
-        psycopg.Cursor.execute = execute  # type: ignore[method-assign]
-        psycopg.Cursor.executemany = executemany  # type: ignore[method-assign]
+            return run
+
+        psycopg.Cursor.execute = timed(psycopg.Cursor.execute, "")  # type: ignore[method-assign]
+        psycopg.Cursor.executemany = timed(psycopg.Cursor.executemany, "executemany: ")  # type: ignore[method-assign]
 
 
 def explain_claim(url: str, pending: int) -> None:

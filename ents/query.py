@@ -335,8 +335,6 @@ class Query:
     _edge_owner: Ent | None = None
     _edge: Edge | None = None
     _cache: list[Ent] | None = None
-    _memo: tuple[str, list[str], list[Any], int] | None = None
-    _fixed: list[Any] = []  # never mutated: _base assigns a new list
 
     @classmethod
     def _whole(cls, tx: Transaction, rt: TableRuntime) -> Query:
@@ -370,11 +368,6 @@ class Query:
         self._limit = limit
         self._edge_owner = edge_owner
         self._edge = edge
-        self._cache: list[Ent] | None = None
-        # (FROM, WHERE conditions, parameters, extra) once per query, and the parameters of
-        # the leading index fields its equalities fix (see _select)
-        self._memo: tuple[str, list[str], list[Any], int] | None = None
-        self._fixed: list[Any] = []
         if index is not None and rt.table.resolve_index(index) is None and index != "by_creation_time":
             known = ", ".join(f'"{n}"' for n in rt.table.index_names()) or "none"
             raise ValidationError(f'Table "{rt.name}" has no index "{index}" (indexes: {known})', table=rt.name)
@@ -383,7 +376,6 @@ class Query:
         q = object.__new__(type(self))
         q.__dict__.update(self.__dict__)
         q._cache = None
-        q._memo = None
         for k, v in changes.items():
             setattr(q, "_" + k, v)
         return q
@@ -440,8 +432,9 @@ class Query:
             nullable += [False, False]
         return cols, nullable
 
-    def _base(self) -> tuple[str, list[str], list[Any], int]:
-        """FROM clause, WHERE conditions, parameters, number of extra key columns."""
+    def _base(self) -> tuple[str, list[str], list[Any], list[Any]]:
+        """FROM clause, WHERE conditions, parameters, and the parameter of each leading
+        index field fixed by equality (None for one that is not a plain parameter)."""
         rt = self._rt
         q = self._tx.dialect.q
         conds: list[str] = []
@@ -451,7 +444,6 @@ class Query:
             conds.append(f"t.{q(name)} = {self._tx.dialect.param}")
             params.append(value)
             fixed.append(value)
-        self._fixed = fixed
         if self._range_fn is not None:
             assert self._index is not None
             resolved = rt.table.resolve_index(self._index)
@@ -467,38 +459,38 @@ class Query:
             c_sql, p = compile_filter(rt, fn, alias="t")
             conds.append(c_sql)
             params += p
-        return f"{rt.q_table} t", conds, params, 0
+        return f"{rt.q_table} t", conds, params, fixed
 
     def _creation_bound(self, op: str, value: Any) -> tuple[str, list[Any]]:
         """The ``_rid`` range equal to a ``_creation_time`` comparison, where creation
         order is row-key order: lets SQLite seek by rowid instead of scanning the table."""
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return "1=1", []
-        rid = f"t.{self._tx.dialect.q('_rid')}"
-        p = self._tx.dialect.param
+        tx = self._tx
+        rid = f"t.{tx.dialect.q('_rid')}"
+        p = tx.dialect.param
+        top = tx.fetchone(f"SELECT MAX({tx.dialect.q('_rid')}) FROM {self._rt.q_table}")
+        if top is None or top[0] is None:  # no rows: nothing to seek
+            return "1=1", []
+        end = int(top[0]) + 1
         if op == "=":
-            lo, hi = self._first_rid(value, strict=False), self._first_rid(value, strict=True)
-            if lo is None:
-                return "1=0", []
-            return (f"{rid} >= {p}", [lo]) if hi is None else (f"{rid} >= {p} AND {rid} < {p}", [lo, hi])
-        first = self._first_rid(value, strict=op in (">", "<="))
-        if op in (">", ">="):
-            return ("1=0", []) if first is None else (f"{rid} >= {p}", [first])
-        return ("1=1", []) if first is None else (f"{rid} < {p}", [first])
+            lo = self._first_rid(value, False, 0, end)
+            hi = self._first_rid(value, True, lo, end)
+            return f"{rid} >= {p} AND {rid} < {p}", [lo, hi]
+        first = self._first_rid(value, op in (">", "<="), 0, end)
+        return (f"{rid} >= {p}", [first]) if op in (">", ">=") else (f"{rid} < {p}", [first])
 
-    def _first_rid(self, value: float, *, strict: bool) -> int | None:
-        """The smallest row key whose ``_creation_time`` is above (``strict``) or at least
-        ``value``; None if there is none. A binary search over the row keys: creation time
-        never decreases as they grow."""
+    def _first_rid(self, value: float, strict: bool, lo: int, end: int) -> int:
+        """The smallest row key from ``lo`` on whose ``_creation_time`` is above (``strict``)
+        or at least ``value``; ``end`` (one past the largest key) if there is none. A binary
+        search over the row keys: creation time never decreases as they grow."""
         tx = self._tx
         q = tx.dialect.q
-        p = tx.dialect.param
-        table = self._rt.q_table
-        top = tx.fetchone(f"SELECT MAX({q('_rid')}) FROM {table}")
-        if top is None or top[0] is None:
-            return None
-        probe = f"SELECT {q('_rid')}, {q('_creation_time')} FROM {table} WHERE {q('_rid')} >= {p} ORDER BY {q('_rid')} LIMIT 1"
-        lo, hi = 0, int(top[0]) + 1
+        probe = (
+            f"SELECT {q('_rid')}, {q('_creation_time')} FROM {self._rt.q_table} "
+            f"WHERE {q('_rid')} >= {tx.dialect.param} ORDER BY {q('_rid')} LIMIT 1"
+        )
+        hi = end
         while lo < hi:
             mid = (lo + hi) // 2
             row = tx.fetchone(probe, (mid,))
@@ -507,19 +499,23 @@ class Query:
             else:
                 lo = int(row[0]) + 1  # every key up to this row's is too early
         row = tx.fetchone(probe, (lo,))
-        return None if row is None else int(row[0])
+        return end if row is None else int(row[0])
 
     def _signature(self) -> str:
         key = f"{self._rt.name}|{self._index}|{self._desc}|{type(self).__name__}"
         return hashlib.sha1(key.encode()).hexdigest()[:8]
 
-    def _select(self, after: list[Any] | None, limit: int | None, upper_rid: int | None = None) -> tuple[str, list[Any]]:
+    def _select(
+        self,
+        base: tuple[str, list[str], list[Any], list[Any]],
+        after: list[Any] | None,
+        limit: int | None,
+        upper_rid: int | None = None,
+    ) -> tuple[str, list[Any]]:
+        """The SELECT of one chunk: ``base`` (from :meth:`_base`) after the key ``after``."""
         d = self._tx.dialect
         rt = self._rt
-        if self._memo is None:
-            self._fixed = []
-            self._memo = self._base()
-        source, conds, params, _ = self._memo
+        source, conds, params, fixed = base
         conds = list(conds)
         params = list(params)
         cols, nullable = self._order_columns()
@@ -528,7 +524,7 @@ class Query:
             # Leading index fields fixed by equality need no place in the keyset: the cursor
             # row shares their values, and without them the database seeks straight to it.
             skip = 0
-            for v in self._fixed:
+            for v in fixed:
                 if v is None or skip >= len(values) - 1 or values[skip] != v or (marks and marks[skip] != d.param):
                     break
                 skip += 1
@@ -592,10 +588,10 @@ class Query:
     def _rows(self, limit: int | None, after: list[Any] | None = None) -> Iterator[list[tuple[Any, ...]]]:
         """Raw rows in chunks, following the keyset from ``after``."""
         tx = self._tx
-        if self._memo is None:
-            # Compiled first: a bad filter or range is refused even when there is no row.
-            self._fixed = []
-            self._memo = self._base()
+        # Compiled once per read (not per chunk), and first: a bad filter or range is refused
+        # even when there is no row. Not kept across reads: row-key bounds derived from
+        # creation times hold only for the rows there are now.
+        base = self._base()
         upper = None
         if tx.write and limit is None and not isinstance(self, EdgeQuery):
             # Do not chase rows this very transaction inserts while iterating.
@@ -606,7 +602,7 @@ class Query:
         remaining = limit
         while remaining is None or remaining > 0:
             n = CHUNK if remaining is None else min(CHUNK, remaining)
-            sql, params = self._select(after, n, upper)
+            sql, params = self._select(base, after, n, upper)
             rows = tx.fetchall(sql, params)
             if not rows:
                 return
@@ -811,7 +807,7 @@ class EdgeQuery(Query):
         self._edge = edge
         self._edge_owner = owner
 
-    def _base(self) -> tuple[str, list[str], list[Any], int]:
+    def _base(self) -> tuple[str, list[str], list[Any], list[Any]]:
         d = self._tx.dialect
         q = d.q
         edge = self._edge
@@ -825,7 +821,7 @@ class EdgeQuery(Query):
             c_sql, p = compile_filter(self._rt, fn, alias="t")
             conds.append(c_sql)
             params += p
-        return source, conds, params, 1
+        return source, conds, params, []
 
     def _order_columns(self) -> tuple[list[str], list[bool]]:
         return [f"e.{self._tx.dialect.q('_rid')}"], [False]

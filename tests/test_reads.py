@@ -438,6 +438,27 @@ def test_two_processes_with_skewed_clocks_keep_creation_order(make_app: Any, bac
         assert [i for i, _ in tags] == ids
 
 
+def test_a_query_read_again_after_a_write_sees_the_new_rows(app: Any, clock: Any) -> None:
+    """A query object iterated, then iterated again after an insert in the same mutation,
+    sees the insert (ranges over creation time included: nothing about the rows is kept)."""
+    app.run(lambda ctx: ctx.table("tags").insert({"name": "old"}))
+    clock.advance(10)
+    t = clock.now()
+
+    def body(ctx: Any) -> None:
+        later = ctx.table("tags", "by_creation_time", lambda q: q.gte("_creation_time", t))
+        exact = ctx.table("tags", "by_creation_time", lambda q: q.eq("_creation_time", t))
+        everything = ctx.table("tags")
+        assert [x.name for x in later] == [] and [x.name for x in exact] == []
+        assert [x.name for x in everything] == ["old"]
+        ctx.table("tags").insert({"name": "new"})
+        assert [x.name for x in later] == ["new"]
+        assert [x.name for x in exact] == ["new"]
+        assert [x.name for x in everything] == ["old", "new"]
+
+    app.run(body)
+
+
 def test_creation_time_ranges_match_a_scan(app: Any, clock: Any) -> None:
     """Ranges over by_creation_time (which SQLite answers by seeking on the row key) return
     exactly what filtering every ent would, with gaps left by deletions and equal times."""

@@ -22,7 +22,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from .errors import FunctionNotFoundError, SchemaError, ValidationError
 from .fields import describe_value, format_pydantic_error
-from .values import normalize
+from .values import float_of, normalize
 
 Kind = Literal["query", "mutation", "action"]
 
@@ -267,8 +267,8 @@ def _fast_args(simple: tuple[tuple[str, type, bool, Any], ...], args: dict[str, 
             t = type(value)
             if t is kind or (kind is str and isinstance(value, str)):
                 out[name] = value
-            elif kind is float and t is int:
-                out[name] = float(value)
+            elif kind is float and t is int and (as_float := float_of(value)) is not None:
+                out[name] = as_float
             elif value is None and nullable:
                 out[name] = None
             else:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import EntNotFoundError, InvalidIdError, SchedulerError
 from .functions import FunctionDef
-from .values import dumps, normalize
+from .values import dumps, float_of, normalize
 
 if TYPE_CHECKING:
     from .transaction import Transaction
@@ -35,12 +35,12 @@ _INSERT_COLS = ("_creation_time", "name", "args", "scheduled_time", "completed_t
 
 
 def _as_float(value: int | float) -> float:
-    # float(10**400) raises OverflowError; such a time is simply out of range (infinite
-    # here, refused by the finiteness checks below with a SchedulerError).
-    try:
-        return float(value)
-    except OverflowError:
+    # An int too large for a float is simply out of range: infinite here, refused by the
+    # finiteness checks below with a SchedulerError.
+    as_float = float_of(value)
+    if as_float is None:
         return math.inf if value > 0 else -math.inf
+    return as_float
 
 
 def to_ms_delay(delay: Any) -> float:

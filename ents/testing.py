@@ -18,6 +18,7 @@ from typing import Any
 
 from .clock import ManualClock
 from .errors import ValidationError
+from .values import float_of
 
 __all__ = ["FakeClock"]
 
@@ -38,7 +39,7 @@ class FakeClock(ManualClock):
             ms = _finite(delta, "advance()")
         else:
             raise ValidationError(f"advance() takes milliseconds or a timedelta, got {delta!r}")
-        if ms < 0 or ms != ms:
+        if ms < 0:
             raise ValidationError(f"A FakeClock only moves forward; got advance({delta!r})")
         self.set(self.now() + ms)
         return self.now()
@@ -53,11 +54,8 @@ class FakeClock(ManualClock):
 
 def _finite(value: float, what: str) -> float:
     """``value`` as a float; NaN, infinities and ints too large for a float are refused."""
-    try:
-        ms = float(value)
-    except OverflowError:
-        ms = float("inf")
-    if not math.isfinite(ms):
+    ms = float_of(value)
+    if ms is None or not math.isfinite(ms):
         raise ValidationError(f"{what} takes a finite number of milliseconds, got {value!r}")
     return ms
 

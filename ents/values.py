@@ -51,6 +51,15 @@ def check_str(value: str, path: str = "") -> str:
     return value
 
 
+def float_of(value: int | float) -> float | None:
+    """``float(value)``, or None for an int too large for a float (``float(10**400)``
+    raises OverflowError)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
 def check_float(value: float, path: str = "") -> float:
     if not math.isfinite(value):
         raise ValidationError(f"Number{_where(path)} must be finite, got {value!r}")

@@ -16,6 +16,7 @@ from pydantic import ValidationError as PydanticValidationError
 from .errors import EntNotFoundError, ReadOnlyError, UniqueConstraintError, ValidationError
 from .fields import MISSING, raise_validation
 from .schema import Edge
+from .values import float_of
 
 if TYPE_CHECKING:
     from .runtime import TableRuntime
@@ -110,8 +111,8 @@ def _simple_values(rt: TableRuntime, fields: dict[str, Any]) -> dict[str, Any] |
         t = type(value)
         if t is kind[0] or (kind[0] is str and isinstance(value, str)):
             out[name] = value
-        elif kind[0] is float and t is int:
-            out[name] = float(value)
+        elif kind[0] is float and t is int and (as_float := float_of(value)) is not None:
+            out[name] = as_float
         elif value is None and kind[1]:
             out[name] = None
         else:

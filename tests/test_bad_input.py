@@ -150,7 +150,7 @@ hostile_scalar = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(),
-    st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64, 10**30, -(10**100)]),
+    st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64, 10**30, -(10**100), 10**400, -(10**400)]),
     st.floats(),
     st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 1e308, 5e-324]),
     hostile_text,
@@ -633,14 +633,18 @@ def test_hostile_function_arguments(make_app: Any, backend: str, clock: FakeCloc
     def kwargs(ctx: Any, **rest: Any) -> None:
         outcomes.append("ran")
 
+    @app.internal_mutation(name="bad:scalars")  # plain scalars only: validated without pydantic
+    def scalars(ctx: Any, s: str = "", i: int = 0, f: float = 0.0, b: bool = False, o: str | None = None) -> None:
+        outcomes.append("ran")
+
     @app.internal_action(name="bad:action")
     async def action(ctx: Any, x: int = 0, y: Any = None) -> None:
         outcomes.append("ran")
 
-    names = ["s", "i", "f", "b", "by", "li", "d", "lit", "any", "m", "when", "thing", "x", "y", "nope", "", "ctx", "__class__", "\ud800"]
+    names = ["s", "i", "f", "b", "o", "by", "li", "d", "lit", "any", "m", "when", "thing", "x", "y", "nope", "", "ctx", "__class__", "\ud800"]
 
     @run_examples(backend, EXAMPLES * 2)
-    @given(args=st.one_of(st.dictionaries(st.one_of(st.sampled_from(names), hostile_text), hostile_value, max_size=3), hostile_value), fn=st.sampled_from(["bad:typed", "bad:kwargs", "bad:action"]))
+    @given(args=st.one_of(st.dictionaries(st.one_of(st.sampled_from(names), hostile_text), hostile_value, max_size=3), hostile_value), fn=st.sampled_from(["bad:typed", "bad:kwargs", "bad:scalars", "bad:action"]))
     def check(args: Any, fn: str) -> None:
         kind = "action" if fn == "bad:action" else "mutation"
         attempt(app, lambda: getattr(app, f"run_{kind}")(fn, args))

@@ -126,6 +126,22 @@ def test_arguments_are_validated_before_the_handler_runs(app):
     assert app.run_query(app.fns["count"]) == 0
 
 
+def test_an_int_too_large_for_a_float_is_refused_as_an_argument_and_a_field(make_app):
+    app = make_app(define_ent_schema({"points": define_ent({"x": float})}))
+
+    @app.mutation
+    def place(ctx, x: float) -> float:
+        ctx.table("points").insert({"x": x})
+        return x
+
+    assert app.run_mutation(place, {"x": 3}) == 3.0
+    with pytest.raises(ValidationError, match="argument `x`"):
+        app.run_mutation(place, {"x": 10**400})
+    with pytest.raises(ValidationError, match="field `x`"):
+        app.run(lambda ctx: ctx.table("points").insert({"x": 10**400}))
+    assert [p.x for p in app.run(lambda ctx: ctx.table("points").collect())] == [3.0]
+
+
 def test_pydantic_models_and_literals_as_arguments(app):
     out = app.run_query(app.fns["typed"], {"p": {"x": 1, "y": 2}, "mode": "a"})
     assert out == {"x": 1, "mode": "a", "tags": None}

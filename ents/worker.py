@@ -101,9 +101,9 @@ class Executor:
         )
         self._q = q
         self._p = p
-        # Mutation jobs per batch: the caller's limit, halved after a conflict, regrown after
-        # conflict-free batches.
-        self._batch = 1 << 30
+        # A cap on mutation jobs per batch, set by conflicts (0: none, the caller's limit):
+        # halved when a batch is retried after a conflict, doubled by each batch without one.
+        self._batch = 0
 
     # -- mutations --------------------------------------------------------------------
 
@@ -122,18 +122,20 @@ class Executor:
         jobs = q(JOBS)
         finished: list[tuple[str | None, int, str, str | None]] = []
         known_failures: dict[int, str] = {}
-        mode = {"savepoints": False}
-        runs = [0]
+        savepoints = False
+        start = size = min(limit, self._batch or limit)
+        tries = 0  # runs of body in the current _transact call
 
         def body(tx: Transaction) -> int:
+            nonlocal size, tries
             finished.clear()
-            runs[0] += 1
-            if runs[0] > 1:
-                # This batch conflicted with another transaction (a serialization failure
-                # or a busy database) and is being retried: retry a smaller one, so that
+            tries += 1
+            if tries > 1:
+                # _transact retries this batch after a conflict with another transaction (a
+                # serialization failure, a busy database): retry a smaller one, so that
                 # workers contending for the same rows waste less work.
-                self._batch = max(1, self._batch // 2)
-            rows = tx.fetchall(self._claim, ("mutation", tx.now, min(limit, self._batch)))
+                size = max(1, size // 2)
+            rows = tx.fetchall(self._claim, ("mutation", tx.now, size))
             if not rows:
                 return 0
             started = time.monotonic()
@@ -144,7 +146,7 @@ class Executor:
                 if rid in known_failures:
                     error: str | None = known_failures[rid]
                 else:
-                    error = self._run_mutation_job(tx, rid, name, args_text, mode["savepoints"])
+                    error = self._run_mutation_job(tx, rid, name, args_text, savepoints)
                 if error is None:
                     succeeded.append(rid)
                 else:
@@ -165,14 +167,18 @@ class Executor:
             return len(finished)
 
         while True:
+            tries = 0
             try:
                 done: int = app._transact(body, write=True, function="scheduler")
-                if runs[0] == 1 and self._batch < limit:
-                    self._batch = min(limit, self._batch * 2)  # no conflict: grow back
-                return done
-            except _JobFailed as failed:
+            except _JobFailed as failed:  # a failing job, not a conflict: rerun, same size
                 known_failures[failed.rid] = failed.error
-                mode["savepoints"] = app.backend.dialect.cheap_savepoints
+                savepoints = app.backend.dialect.cheap_savepoints
+                continue
+            if size < start:  # retried after conflicts (in this call or a rerun): keep the cap
+                self._batch = size
+            elif self._batch:
+                self._batch = 0 if self._batch * 2 >= limit else self._batch * 2
+            return done
 
     def _run_mutation_job(self, tx: Transaction, rid: int, name: str, args_text: Any, savepoint: bool = True) -> str | None:
         """Run one job's mutation inside the batch transaction; its error message, or None.

@@ -378,3 +378,40 @@ def test_sigkill_mid_attempt_requeues_while_attempts_remain(url: str, tmp_path: 
     finally:
         procs.close()
         app.close()
+
+
+# -- the worker's batch size -----------------------------------------------------------------
+
+
+def test_a_conflict_halves_the_mutation_batch_and_quiet_batches_grow_it_back(make_app):
+    """A batch retried after a conflict is retried at half its size; the next batches
+    double back to the caller's limit. A job that fails is no conflict: no shrinking."""
+    import sqlite3
+
+    from ents.worker import Executor
+
+    app = make_app(schema)
+    conflicts = {"left": 1}
+
+    @app.internal_mutation(name="batch:job")
+    def work(ctx: Any, i: int) -> None:
+        if conflicts["left"]:
+            conflicts["left"] -= 1
+            if app.backend.dialect.name == "sqlite":
+                raise sqlite3.OperationalError("database is locked")
+            import psycopg
+
+            raise psycopg.errors.SerializationFailure("could not serialize access")
+        if i == 30:
+            raise ValueError("a failing job")
+        ctx.table("events").insert({"what": str(i)})
+
+    app.run(lambda ctx: [ctx.scheduler.run_after(0, work, {"i": i}) for i in range(100)])
+    ex = Executor(app, owner="test:batches")
+    assert ex.run_due_mutations(limit=16) == 8  # conflict: retried with 8
+    assert ex.run_due_mutations(limit=16) == 8  # the cap stays for this batch...
+    assert ex.run_due_mutations(limit=16) == 16  # ...then doubles back; i=30 fails in it
+    assert ex.run_due_mutations(limit=16) == 16  # a failed job shrank nothing
+    states = app.run(lambda ctx: [j.state.kind for j in ctx.table("_scheduled_functions")])
+    assert states.count("success") == 47 and states.count("failed") == 1
+    assert app.run(lambda ctx: len(ctx.table("events").collect())) == 47

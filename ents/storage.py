@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 TABLE = "_storage"
 log = logging.getLogger("ents.storage")
+
+# The store's layout: <dir>/<rid % 256 as 2 hex digits>/<rid>.blob, uploads in <dir>/.upload-*.tmp
+_BLOB_SUFFIX = ".blob"
+_UPLOAD_PREFIX, _UPLOAD_SUFFIX = ".upload-", ".tmp"
+_HEX_DIGITS = set("0123456789abcdef")
 
 
 class BlobStore:
@@ -47,7 +52,7 @@ class BlobStore:
         return store
 
     def path(self, rid: int) -> Path:
-        return self.directory / f"{rid % 256:02x}" / f"{rid}.blob"
+        return self.directory / f"{rid % 256:02x}" / f"{rid}{_BLOB_SUFFIX}"
 
     def write_temp(self, data: bytes) -> Path:
         """Write ``data`` to a new temporary file in the store (same filesystem as the
@@ -57,7 +62,7 @@ class BlobStore:
             self.directory.mkdir(parents=True, exist_ok=True)
             # Not mkstemp: its 0600 mode would ignore the umask, and a blob is meant to be
             # readable by whatever serves storage_url.
-            candidate = str(self.directory / f".upload-{uuid.uuid4().hex}.tmp")
+            candidate = str(self.directory / f"{_UPLOAD_PREFIX}{uuid.uuid4().hex}{_UPLOAD_SUFFIX}")
             fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
             name = candidate
             with os.fdopen(fd, "wb") as f:
@@ -99,6 +104,31 @@ class BlobStore:
         if self.url_base:
             return f"{self.url_base}/{id}"
         return self.path(rid).resolve().as_uri()
+
+    def aged_files(self, cutoff: float) -> Iterator[tuple[Path, int | None]]:
+        """Blobs (with their row key) and uploads (None) last modified before ``cutoff``
+        (seconds since the epoch); any other file is not the store's and is not listed."""
+        try:
+            top = list(os.scandir(self.directory))
+        except OSError:  # no directory yet, or unreadable
+            return
+        for entry in top:
+            try:
+                if entry.name.startswith(_UPLOAD_PREFIX) and entry.name.endswith(_UPLOAD_SUFFIX) and entry.is_file():
+                    if entry.stat().st_mtime < cutoff:
+                        yield Path(entry.path), None
+                    continue
+                if len(entry.name) != 2 or not set(entry.name) <= _HEX_DIGITS or not entry.is_dir():
+                    continue
+                with os.scandir(entry.path) as blobs:
+                    for blob in blobs:
+                        stem = blob.name[: -len(_BLOB_SUFFIX)]
+                        if not blob.name.endswith(_BLOB_SUFFIX) or not stem.isdigit():
+                            continue
+                        if self.path(int(stem)) == Path(blob.path) and blob.is_file() and blob.stat().st_mtime < cutoff:
+                            yield Path(blob.path), int(stem)
+            except OSError:
+                continue  # removed meanwhile, or unreadable
 
     def close(self) -> None:
         if self._tmpdir is not None:
@@ -230,67 +260,43 @@ class Storage:
 #: how old a blob file or an upload must be before a sweep may remove it: far longer than
 #: any transaction that writes a blob stays open before it commits
 STRAY_AGE_S = 24 * 3600
-_HEX_DIGITS = set("0123456789abcdef")
 _SWEEP_BATCH = 500
 
 
-def _stray_candidates(store: BlobStore, cutoff: float) -> Iterator[tuple[Path, int | None]]:
-    """Blob files (with their row key) and uploads (None) last modified before ``cutoff``;
-    any other file is not ents' and is left alone."""
-    try:
-        top = list(os.scandir(store.directory))
-    except OSError:  # no directory yet, or unreadable: nothing to sweep
-        return
-    for entry in top:
-        try:
-            if entry.name.startswith(".upload-") and entry.name.endswith(".tmp") and entry.is_file():
-                if entry.stat().st_mtime < cutoff:
-                    yield Path(entry.path), None
-                continue
-            if len(entry.name) != 2 or not set(entry.name) <= _HEX_DIGITS or not entry.is_dir():
-                continue
-            with os.scandir(entry.path) as blobs:
-                for blob in blobs:
-                    stem = blob.name[: -len(".blob")]
-                    if not blob.name.endswith(".blob") or not stem.isdigit() or int(stem) % 256 != int(entry.name, 16):
-                        continue
-                    if blob.is_file() and blob.stat().st_mtime < cutoff:
-                        yield Path(blob.path), int(stem)
-        except OSError:
-            continue  # removed meanwhile, or unreadable
-
-
-def sweep_strays(app: App, *, older_than_s: float = STRAY_AGE_S) -> int:
+def sweep_strays(app: App, *, older_than_s: float = STRAY_AGE_S, stop: Callable[[], bool] = lambda: False) -> int:
     """Remove blob files that no ``_storage`` row names, and abandoned uploads, once they
-    are ``older_than_s`` seconds old; returns how many files went.
+    are ``older_than_s`` seconds old; returns how many files went (``stop()`` ends it early).
 
     They are what a crash leaves behind: a blob renamed into place by a transaction that
     never committed, an upload cut off half-way, or the blob of a deleted file whose unlink
-    (after the delete committed) never happened. Row keys are never reused, so a blob
-    without a row cannot gain one later, and the age limit keeps the sweep clear of
-    transactions still running. Rows are looked up in batches, never one per file.
+    (after the delete committed) never happened. The age limit keeps the sweep clear of
+    transactions still running. A blob whose row key is above every stored one is left
+    alone: SQLite hands out again the key of an insert that rolled back, so a new file may
+    take that path (and replaces the stray when it does). Rows are looked up in batches.
     """
     cutoff = time.time() - older_than_s
     q = app.backend.dialect.q
     removed = 0
     batch: list[tuple[Path, int]] = []
 
+    def known(tx: Transaction, rids: list[int]) -> tuple[set[int], int]:
+        top = tx.fetchone(f"SELECT MAX({q('_rid')}) FROM {q(TABLE)}")
+        found = {r[0] for r in tx.in_chunks(f"SELECT {q('_rid')} FROM {q(TABLE)}", q("_rid"), rids)}
+        return found, (top[0] if top and top[0] is not None else 0)
+
     def flush() -> int:
-        rids = [rid for _, rid in batch]
-        alive = app._transact(
-            lambda tx: {r[0] for r in tx.in_chunks(f"SELECT {q('_rid')} FROM {q(TABLE)}", q("_rid"), rids)},
-            write=False,
-            function="storage sweep",
-        )
+        alive, top = app._transact(lambda tx: known(tx, [rid for _, rid in batch]), write=False, function="storage sweep")
         n = 0
         for path, rid in batch:
-            if rid not in alive:
+            if rid not in alive and rid < top:
                 path.unlink(missing_ok=True)
                 n += 1
         batch.clear()
         return n
 
-    for path, rid in _stray_candidates(app.blobs, cutoff):
+    for path, rid in app.blobs.aged_files(cutoff):
+        if stop():
+            break
         if rid is None:
             path.unlink(missing_ok=True)
             removed += 1

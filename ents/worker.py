@@ -659,6 +659,7 @@ class Worker:
         unsubscribe = app.clock.subscribe(lambda: self.wake(None))
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="ents-action")
         log.info("worker %s started on %s (concurrency %d)", self.owner, app.backend.describe(), self.concurrency)
+        sweeper: threading.Thread | None = None
         try:
             _reconcile(app)
             self.executor.recover_abandoned()
@@ -678,8 +679,15 @@ class Worker:
                 if now_mono - last_housekeeping > self.housekeeping_interval:
                     self._safe(self.executor.recover_abandoned)
                     self._safe(self.executor.purge)
-                    if now_mono - last_sweep > self.storage_sweep_interval:
-                        self._safe(lambda: sweep_strays(app))
+                    if now_mono - last_sweep > self.storage_sweep_interval and not (sweeper and sweeper.is_alive()):
+                        # A directory walk: beside the loop, so that due jobs do not wait for it.
+                        sweeper = threading.Thread(
+                            target=self._safe,
+                            args=(lambda: sweep_strays(app, stop=lambda: self._stopping),),
+                            name=f"ents-sweep-{self.owner}",
+                            daemon=True,
+                        )
+                        sweeper.start()
                         last_sweep = now_mono
                     last_housekeeping = now_mono
                 if did:
@@ -688,6 +696,8 @@ class Worker:
         finally:
             log.info("worker %s stopping; waiting for %d running action(s)", self.owner, len(self._running))
             self._pool.shutdown(wait=True)
+            if sweeper is not None:
+                sweeper.join()  # it stops between files once _stopping is set
             remove_wake()
             stop_watch()
             unsubscribe()

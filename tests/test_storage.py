@@ -352,70 +352,63 @@ def _age(path: Path, seconds: float) -> None:
     os.utime(path, (old, old))
 
 
+def _drop_rows(app: Any, *ids: str) -> None:
+    """Delete ``_storage`` rows and leave their blobs, as a crash would (the row of a
+    transaction that never committed, or a delete whose unlink never happened)."""
+    q, p = app.backend.dialect.q, app.backend.dialect.param
+    for id in ids:
+        rid = app.codec.decode(id)[1]
+        app._transact(lambda tx, rid=rid: tx.execute(f"DELETE FROM {q('_storage')} WHERE {q('_rid')} = {p}", (rid,)), write=True)
+
+
 def test_a_sweep_removes_old_strays_and_nothing_else(app: Any, blob_dir: Path) -> None:
     """Blobs whose row never committed (or whose delete committed without the unlink) and
-    abandoned uploads go once old; live blobs, young strays and foreign files stay."""
+    abandoned uploads go once old; live blobs, young strays, blobs whose row key may still be
+    handed out, and foreign files stay."""
     from ents.storage import STRAY_AGE_S, sweep_strays
 
-    kept = store(app, b"kept")
-    kept_path = url_path(app.run(lambda ctx: ctx.storage.get_url(kept)))
+    never_committed = store(app, b"placed, then the transaction died")
     doomed = store(app, b"deleted, then the process died before the unlink")
-    doomed_path = url_path(app.run(lambda ctx: ctx.storage.get_url(doomed)))
-    # Delete the row the way a crash after the commit would leave it: the blob stays.
-    q = app.backend.dialect.q
-    rid = app.codec.decode(doomed)[1]
-    app._transact(lambda tx: tx.execute(f"DELETE FROM {q('_storage')} WHERE {q('_rid')} = {app.backend.dialect.param}", (rid,)), write=True)
-    assert doomed_path.exists()
-    never_committed = app.blobs.path(10_000_019)
-    never_committed.parent.mkdir(parents=True, exist_ok=True)
-    never_committed.write_bytes(b"placed, then the transaction died")
-    young = app.blobs.path(10_000_020)
-    young.parent.mkdir(parents=True, exist_ok=True)
-    young.write_bytes(b"a transaction may still commit this one")
+    young = store(app, b"a transaction may still commit this one")
+    kept = store(app, b"kept")
+    paths = {i: url_path(app.run(lambda ctx, i=i: ctx.storage.get_url(i))) for i in (never_committed, doomed, young, kept)}
+    _drop_rows(app, never_committed, doomed, young)
+    above = app.blobs.path(app.codec.decode(kept)[1] + 1)  # a key the next store may take
+    above.parent.mkdir(parents=True, exist_ok=True)
+    above.write_bytes(b"stray with a key not handed out yet")
     upload = blob_dir / ".upload-0123abcd.tmp"
     upload.write_bytes(b"half an up")
-    foreign = [blob_dir / "README.txt", blob_dir / "zz" / "1.blob", never_committed.parent / "notes.blob"]
+    foreign = [blob_dir / "README.txt", blob_dir / "zz" / "1.blob", paths[kept].parent / "notes.blob"]
     for f in foreign:
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_bytes(b"not ents'")
-    for f in [kept_path, doomed_path, never_committed, upload, *foreign]:
+    for f in [paths[never_committed], paths[doomed], paths[kept], above, upload, *foreign]:
         _age(f, STRAY_AGE_S + 60)
+    _age(paths[young], STRAY_AGE_S - 60)
 
     assert sweep_strays(app) == 3
-    assert not doomed_path.exists() and not never_committed.exists() and not upload.exists()
-    assert kept_path.read_bytes() == b"kept" and young.exists()
+    assert not paths[never_committed].exists() and not paths[doomed].exists() and not upload.exists()
+    assert paths[young].exists() and above.exists()
     assert all(f.exists() for f in foreign)
     assert app.run_query(app.f["read"], {"id": kept}) == b"kept"
     assert sweep_strays(app) == 0
 
 
-def test_a_sweep_checks_rows_in_batches(app: Any, blob_dir: Path) -> None:
+def test_a_sweep_checks_rows_in_batches(app: Any, blob_dir: Path, monkeypatch: Any) -> None:
     from ents.storage import STRAY_AGE_S, sweep_strays
+    from tests.schemas import SqlLog
 
-    ids = [store(app, f"file {i}".encode()) for i in range(3)]
-    strays = []
-    for n in range(1200):
-        path = app.blobs.path(20_000_000 + n)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"x")
-        strays.append(path)
+    ids = [store(app, f"file {i}".encode()) for i in range(1203)]
+    _drop_rows(app, *ids[:1200])
     for f in files(blob_dir):
         _age(f, STRAY_AGE_S + 1)
-    lookups: list[int] = []
-    real = app._transact
-
-    def counting(body: Any, **kw: Any) -> Any:
-        lookups.append(1)
-        return real(body, **kw)
-
-    app._transact = counting
-    try:
-        assert sweep_strays(app) == 1200
-    finally:
-        del app._transact
+    log = SqlLog(monkeypatch)
+    log.on = True
+    assert sweep_strays(app) == 1200
+    lookups = [sql for sql in log.starting_with("SELECT") if "IN" in sql or "ANY" in sql]
     assert len(lookups) == 3  # 1203 files, 500 per lookup
-    assert [app.run_query(app.f["read"], {"id": i}) for i in ids] == [b"file 0", b"file 1", b"file 2"]
-    assert not any(p.exists() for p in strays)
+    assert [app.run_query(app.f["read"], {"id": i}) for i in ids[1200:]] == [b"file 1200", b"file 1201", b"file 1202"]
+    assert files(blob_dir) == sorted(url_path(app.run(lambda ctx, i=i: ctx.storage.get_url(i))) for i in ids[1200:])
 
 
 def test_a_worker_sweeps_strays_as_housekeeping(make_app: Any, blob_dir: Path, backend: str) -> None:
@@ -424,20 +417,24 @@ def test_a_worker_sweeps_strays_as_housekeeping(make_app: Any, blob_dir: Path, b
     from ents.storage import STRAY_AGE_S
 
     app = make_app(storage_schema(), storage_dir=str(blob_dir))
+    strays = [store(app, b"stray"), store(app, b"stray, later")]
     kept = store(app, b"kept")
-    stray = app.blobs.path(30_000_001)
-    stray.parent.mkdir(parents=True, exist_ok=True)
-    stray.write_bytes(b"stray")
-    for f in files(blob_dir):
-        _age(f, STRAY_AGE_S + 1)
-    worker = app.worker(housekeeping_interval=0.05).start()
+    paths = [url_path(app.run(lambda ctx, i=i: ctx.storage.get_url(i))) for i in strays]
+    _drop_rows(app, *strays)
+    _age(paths[0], STRAY_AGE_S + 1)
+    worker = app.worker(housekeeping_interval=0.05, storage_sweep_interval=3600).start()
     try:
         deadline = time.monotonic() + 10
-        while stray.exists() and time.monotonic() < deadline:
+        while paths[0].exists() and time.monotonic() < deadline:
             time.sleep(0.02)
+        assert not paths[0].exists()
+        # The next sweep is an hour away: a stray that becomes old now stays meanwhile,
+        # though housekeeping runs every 50 ms.
+        _age(paths[1], STRAY_AGE_S + 1)
+        time.sleep(0.5)
+        assert paths[1].exists()
     finally:
         worker.stop()
-    assert not stray.exists()
     assert app.run(lambda ctx: ctx.storage.get(kept)) == b"kept"
 
 

@@ -367,6 +367,14 @@ class _Resolver:
             all_tables[name] = t
         for t in self.tables.values():
             self._check_soft_edges(t)
+            for edge in t.edges.values():
+                if edge.name in t.fields and edge.field != edge.name:
+                    # A document key must mean one thing: ``{"b": ...}`` on insert, ``ent.b``.
+                    raise self._err(
+                        f'Edge "{edge.name}" in table "{t.name}" has the name of a field of the table; '
+                        "rename the edge or the field",
+                        t.name,
+                    )
         return EntSchema(all_tables)
 
     def _base_table(self, name: str, d: EntDefinition) -> TableDef:

@@ -698,3 +698,15 @@ def test_index_errors_at_schema_time() -> None:
         lambda: define_ent_schema({"posts": define_ent({"rank": int}).index("i", ["_creation_time"])}),
         'Index "i" in table "posts"',
     )
+
+
+def test_an_edge_may_not_have_the_name_of_a_field() -> None:
+    """Found in review: {"b": ...} went to the field on one write path and to the edge on
+    the other. A document key means one thing."""
+    with pytest.raises(SchemaError, match='Edge "b" in table "a" has the name of a field'):
+        define_ent_schema({"a": define_ent({"b": str}).edges("b"), "b": define_ent({"x": int}).edges("a")})
+    with pytest.raises(SchemaError, match='Edge "user" in table "posts" has the name of a field'):
+        define_ent_schema({"posts": define_ent({"user": str}).edge("user"), "users": define_ent({}).edges("posts", ref=True)})
+    # An edge storing its id in a field of its own name is one thing, not two.
+    schema = define_ent_schema({"posts": define_ent({}).edge("user", field="user"), "users": define_ent({}).edges("posts", ref="user")})
+    assert schema.tables["posts"].edges["user"].field == "user"

@@ -530,9 +530,7 @@ def _db_values(tx: Transaction, values: dict[str, Any]) -> list[Any]:
 
 
 def _insert(tx: Transaction, values: dict[str, Any]) -> int | None:
-    rt = tx.rt(CRONS)
-    cols = ("_creation_time", *values)
-    rid = tx.insert_rid(rt.insert_sql(cols), (tx.creation_time(CRONS), *_db_values(tx, values)))
+    rid = tx.insert_row(tx.rt(CRONS), tuple(values), _db_values(tx, values))
     tx.touched()
     return rid
 

@@ -248,10 +248,11 @@ class TableRuntime:
         return raw
 
     def insert_sql(self, columns: tuple[str, ...]) -> str:
+        """The INSERT of a row with ``_creation_time`` and then ``columns``."""
         sql = self._insert_sql.get(columns)
         if sql is None:
-            sql = self.dialect.insert_ignore(self.name, columns, self.json_columns(columns))
-            self._insert_sql[columns] = sql
+            every = ("_creation_time", *columns)
+            sql = self._insert_sql[columns] = self.dialect.insert_ignore(self.name, every, self.json_columns(every))
         return sql
 
     def update_sql(self, columns: tuple[str, ...]) -> str:

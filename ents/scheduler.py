@@ -31,7 +31,7 @@ FIVE_YEARS_MS = 5 * 365 * 24 * 3600 * 1000
 RETENTION_MS = 7 * 24 * 3600 * 1000
 TRANSIENT_ACTION_ERROR = "Transient error while executing action"
 
-_INSERT_COLS = ("_creation_time", "name", "args", "scheduled_time", "completed_time", "state", "kind", "attempts", "cron")
+_INSERT_COLS = ("name", "args", "scheduled_time", "completed_time", "state", "kind", "attempts", "cron")
 
 
 def _as_float(value: int | float) -> float:
@@ -114,9 +114,7 @@ def schedule(tx: Transaction, fdef: FunctionDef, args: Any, due: float, *, count
 def _insert_job(tx: Transaction, name: str, kind: str, args_text: str, due: float, size: int, *, count: bool, cron: str | None) -> int:
     canceled = tx.origin_canceled is not None and tx.origin_canceled()
     state = "canceled" if canceled else "pending"
-    rt = tx.rt(JOBS)
-    sql = rt.insert_sql(_INSERT_COLS)
-    rid = tx.insert_rid(sql, (tx.creation_time(JOBS), name, args_text, due, tx.now if canceled else None, state, kind, 0, cron))
+    rid = tx.insert_row(tx.rt(JOBS), _INSERT_COLS, (name, args_text, due, tx.now if canceled else None, state, kind, 0, cron))
     if rid is None:  # pragma: no cover - only a cron occurrence can conflict
         raise SchedulerError(f"Job for `{name}` at {due} already exists", function=name)
     if count:

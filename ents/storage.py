@@ -171,10 +171,7 @@ def store(tx: Transaction, data: Any, content_type: str | None = None) -> str:
     temp = blobs.write_temp(data)
     try:
         rt = tx.rt(TABLE)
-        rid = tx.insert_rid(
-            rt.insert_sql(("_creation_time", "sha256", "size", "content_type")),
-            (tx.creation_time(TABLE), hashlib.sha256(data).hexdigest(), len(data), content_type),
-        )
+        rid = tx.insert_row(rt, ("sha256", "size", "content_type"), (hashlib.sha256(data).hexdigest(), len(data), content_type))
         assert rid is not None
         blobs.place(temp, rid)
     except BaseException:

@@ -83,6 +83,11 @@ class Transaction:
         ct = floors[table] = max(self.now, floor)
         return ct
 
+    def insert_row(self, rt: TableRuntime, cols: tuple[str, ...], vals: Sequence[Any]) -> int | None:
+        """Insert a row of ``rt`` (``cols``: its columns but ``_creation_time``, which is set
+        here); the new row id, or None when a unique index refused the row."""
+        return self.insert_rid(rt.insert_sql(cols), (self.creation_time(rt.name), *vals))
+
     def insert_rid(self, sql: str, params: Sequence[Any]) -> int | None:
         """Run an insert from ``TableRuntime.insert_sql``: the new row id, or None when a
         unique index refused the row."""

@@ -258,57 +258,38 @@ def _unique_precheck(tx: Transaction, rt: TableRuntime, doc: dict[str, Any], col
 # transaction goes on (no savepoint needed on the hot path).
 
 
-_INT64 = (-(2**63), 2**63 - 1)
-
-
 class _FastRow:
     """How to write a document with one particular set of keys (in order) straight into
     its row, when every key is a scalar or id field: worked out once per table and key set
-    (for an insert, which fills defaults, or a patch). Any value that does not plainly fit
-    (a None, a string with a NUL, an int where a float goes, ...) sends the write down the
-    general path, which words the error, or handles the case, exactly as it always does."""
+    (for an insert, which fills defaults, or a patch). Values are checked by type, then
+    converted by the same writers as on the general path; anything that does not plainly
+    fit (a None, an int where a float goes, a value a writer refuses, ...) sends the write
+    down the general path, which words the error, or handles the case, as it always does."""
 
-    __slots__ = ("fields", "cols", "defaults", "default_doc", "sql", "has_ids", "unique")
+    __slots__ = ("fields", "cols", "defaults", "default_doc", "has_ids", "unique")
 
     def __init__(self, rt: TableRuntime, keys: tuple[str, ...], insert: bool) -> None:
         specs = rt.table.fields
-        self.fields: list[tuple[str, type, str, Any]] = []
-        for name in keys:
-            spec = specs[name]
-            base = str if spec.kind == "id" else rt.simple_types[name][0]
-            self.fields.append((name, base, spec.kind, rt.writers[name]))
+        self.fields = [(name, str if specs[name].kind == "id" else rt.simple_types[name][0], rt.writers[name]) for name in keys]
         missing = [(n, d) for n, d in rt.defaults if n not in keys] if insert else []
         self.cols = (*keys, *(n for n, _ in missing))
         self.defaults = [rt.to_db(specs[n], d) for n, d in missing]
         self.default_doc = dict(missing)
-        self.sql = rt.insert_sql(("_creation_time", *self.cols)) if insert else rt.update_sql(self.cols)
-        self.has_ids = any(kind == "id" for _, _, kind, _ in self.fields)
+        self.has_ids = any(name in rt.id_fields for name in keys)
         #: whether the row holds a unique column (a patch checks it first)
         self.unique = any(col in self.cols for col, _ in _unique_columns(rt))
 
     def values(self, value: dict[str, Any]) -> list[Any] | None:
         out: list[Any] = []
-        for name, base, kind, write in self.fields:
-            v: Any = value[name]
-            exact: type = type(v)
-            # str subclasses (the InsertedId an insert returns) are strings, as pydantic has it
-            if exact is not base and not (base is str and isinstance(v, str)):
-                return None
-            if kind == "str":
-                if not v.isascii() or "\x00" in v:
+        try:
+            for name, base, write in self.fields:
+                v = value[name]
+                # str subclasses (the InsertedId an insert returns) are strings, as pydantic has it
+                if type(v) is not base and not (base is str and isinstance(v, str)):
                     return None
-            elif kind == "int":
-                if v < _INT64[0] or v > _INT64[1]:
-                    return None
-            elif kind == "float":
-                if v - v != 0.0:  # inf or nan
-                    return None
-            else:
-                try:
-                    v = write(v)
-                except ValidationError:
-                    return None
-            out.append(v)
+                out.append(write(v))
+        except ValidationError:
+            return None
         out += self.defaults
         return out
 
@@ -351,10 +332,7 @@ def insert(tx: Transaction, rt: TableRuntime, value: dict[str, Any]) -> str:
     plain = _plain_row(tx, rt, value, insert=True)
     if plain is not None:
         plan, vals = plain
-        rid = tx.insert_rid(plan.sql, (tx.creation_time(rt.name), *vals))
-        if rid is None:
-            _raise_duplicate(tx, rt, {**plan.default_doc, **value}, plan.cols, vals, None)
-            raise ConflictRace(rt.name)
+        rid = _insert_row(tx, rt, value, plan.cols, vals, plan.default_doc)
         tx.touched()
         return InsertedId(rt.encode_rid(rid), tx, rt.name)
     fields, edges = _split(rt, value)
@@ -369,10 +347,14 @@ def insert(tx: Transaction, rt: TableRuntime, value: dict[str, Any]) -> str:
     return InsertedId(rt.encode_rid(rid), tx, rt.name)
 
 
-def _insert_row(tx: Transaction, rt: TableRuntime, doc: dict[str, Any], cols: tuple[str, ...], vals: list[Any]) -> int:
-    rid = tx.insert_rid(rt.insert_sql(("_creation_time", *cols)), (tx.creation_time(rt.name), *vals))
+def _insert_row(
+    tx: Transaction, rt: TableRuntime, doc: dict[str, Any], cols: tuple[str, ...], vals: list[Any], defaults: dict[str, Any] | None = None
+) -> int:
+    """Insert one validated row; a unique conflict raises UniqueConstraintError naming the
+    holder (``defaults``: values ``doc`` leaves out, for that message)."""
+    rid = tx.insert_row(rt, cols, vals)
     if rid is None:
-        _raise_duplicate(tx, rt, doc, cols, vals, None)
+        _raise_duplicate(tx, rt, {**defaults, **doc} if defaults else doc, cols, vals, None)
         raise ConflictRace(rt.name)
     return rid
 
@@ -467,7 +449,7 @@ def patch(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) ->
         plan, vals = plain
         if plan.unique:
             _raise_duplicate(tx, rt, value, plan.cols, vals, rid)
-        _update_row(tx, rt, rid, value, plan.cols, vals, plan.sql)
+        _update_row(tx, rt, rid, value, plan.cols, vals)
         tx.touched()
         return rt.encode_rid(rid)
     fields, edges = _split(rt, value)
@@ -504,11 +486,9 @@ def patch(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) ->
     return rt.encode_rid(rid)
 
 
-def _update_row(
-    tx: Transaction, rt: TableRuntime, rid: int, doc: dict[str, Any], cols: tuple[str, ...], vals: list[Any], sql: str | None = None
-) -> None:
+def _update_row(tx: Transaction, rt: TableRuntime, rid: int, doc: dict[str, Any], cols: tuple[str, ...], vals: list[Any]) -> None:
     try:
-        cur = tx.execute(sql or rt.update_sql(cols), (*vals, rid))
+        cur = tx.execute(rt.update_sql(cols), (*vals, rid))
     except Exception as exc:
         if tx.dialect.classify(exc) == "unique":
             # Another transaction took the value after our check; retrying sees it.
@@ -677,7 +657,7 @@ def _add_edges(tx: Transaction, edge: Edge, rid: int, targets: list[int]) -> Non
     if not targets:
         return
     assert edge.edge_table is not None and edge.ref is not None
-    sql = tx.rt(edge.edge_table).insert_sql(("_creation_time", edge.field, edge.ref))
+    sql = tx.rt(edge.edge_table).insert_sql((edge.field, edge.ref))
     for t in targets:
         tx.insert_rid(sql, (tx.now, rid, t))
         if edge.symmetric and t != rid:

@@ -25,6 +25,7 @@ from .errors import DatabaseError, EntsError, FunctionNotFoundError, SchemaError
 from .functions import FunctionDef, Kind, Registry, RetryPolicy
 from .ids import IdCodec
 from .runtime import TableRuntime
+from .scheduler import follow_origin
 from .schema import EntSchema
 from .storage import BlobStore
 from .transaction import Transaction
@@ -148,7 +149,6 @@ class App:
         write: bool,
         identity: Any = None,
         function: str | None = None,
-        prepare: Callable[[Transaction], None] | None = None,
     ) -> Any:
         """Run ``body`` in one transaction, retrying transient failures with backoff."""
         if self._closed:
@@ -168,8 +168,6 @@ class App:
                     continue
                 raise DatabaseError(f"Cannot connect to the database at {backend.describe()}: {exc}") from exc
             tx = Transaction(self, conn, write=write, now=self.clock.now(), identity=identity, function=function)
-            if prepare is not None:
-                prepare(tx)
             committing = False
             try:
                 conn.begin(write)
@@ -228,21 +226,14 @@ class App:
             return self._run_action_handler(fdef, kwargs, identity=identity, job=origin_job)
 
         def body(tx: Transaction) -> Any:
-            ctx = MutationCtx(tx) if kind == "mutation" else QueryCtx(tx)
+            if kind == "mutation":
+                follow_origin(tx, origin_job)
+                ctx: QueryCtx = MutationCtx(tx)
+            else:
+                ctx = QueryCtx(tx)
             return fdef.validate_result(fdef.handler(ctx, **kwargs))
 
-        def prepare(tx: Transaction) -> None:
-            from .context import _job_state
-
-            tx.origin_canceled = lambda: _job_state(tx, origin_job) == "canceled"
-
-        return self._transact(
-            body,
-            write=kind == "mutation",
-            identity=identity,
-            function=fdef.name,
-            prepare=prepare if origin_job is not None and kind == "mutation" else None,
-        )
+        return self._transact(body, write=kind == "mutation", identity=identity, function=fdef.name)
 
     def _run_action_handler(self, fdef: FunctionDef, kwargs: dict[str, Any], *, identity: Any, job: int | None) -> Any:
         ctx = ActionCtx(self, identity=identity, job=job)

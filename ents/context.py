@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import writer
 from .errors import ContextError, InvalidIdError, ReadOnlyError, ValidationError
 from .query import Query, SystemTableQuery, TableFactory, TableQuery
-from .scheduler import Scheduler
+from .scheduler import Scheduler, follow_origin
 from .storage import Storage
 
 if TYPE_CHECKING:
@@ -324,8 +324,7 @@ class ActionCtx:
 
     def _step(self, body: Callable[[Transaction], Any]) -> Any:
         def run(tx: Transaction) -> Any:
-            if self._job is not None:
-                tx.origin_canceled = lambda: _job_state(tx, self._job) == "canceled"
+            follow_origin(tx, self._job)
             return body(tx)
 
         return self._app._transact(run, write=True, identity=self._identity, function="action")
@@ -344,14 +343,6 @@ class ActionCtx:
     def run_action(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
         """Run another action and wait for its result."""
         return self._app._call(fn, args, "action", identity=self._identity, origin_job=self._job)
-
-
-def _job_state(tx: Transaction, rid: int | None) -> str | None:
-    if rid is None:
-        return None
-    d = tx.dialect
-    row = tx.fetchone(f"SELECT {d.q('state')} FROM {d.q('_scheduled_functions')} WHERE {d.q('_rid')} = {d.param}", (rid,))
-    return row[0] if row else None
 
 
 class _AsyncProxy:

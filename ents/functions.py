@@ -96,6 +96,7 @@ class FunctionDef:
         self._args, self.arg_names, self._accepts_extra = _args_adapter(self.name, handler)
         self._returns = _returns_adapter(self.name, handler)
         self._simple = _simple_args(handler, self._accepts_extra)
+        self._ctx_name = _ctx_param(handler) if self._accepts_extra else None
         self._returns_simple = _simple_return(handler)
         self.__doc__ = handler.__doc__
         self.__name__ = getattr(handler, "__name__", self.name)
@@ -138,7 +139,7 @@ class FunctionDef:
         if self._accepts_extra and model.model_extra:
             # With **kwargs any name is accepted, except the context's: the handler would
             # get it twice (a TypeError from deep inside the call).
-            ctx_name = _ctx_param(self.handler)
+            ctx_name = self._ctx_name
             if ctx_name in model.model_extra:
                 raise ValidationError(
                     f"Invalid arguments for function `{self.name}`: `{ctx_name}` is the context parameter, not an argument",

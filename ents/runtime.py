@@ -8,14 +8,13 @@ driver's statement cache can keep them prepared.
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
 from .backends.base import Dialect
 from .errors import ValidationError
-from .fields import FieldSpec
+from .fields import FieldSpec, _unwrap_optional
 from .ids import IdCodec
 from .schema import TableDef
 from .values import Doc, check_float, check_int64, check_str, dumps, loads, loads_doc, normalize
@@ -60,10 +59,7 @@ class TableRuntime:
         # values all have these types needs no pydantic pass (see writer._validate).
         self.simple_types: dict[str, tuple[type, bool]] = {}
         for spec in self.fields:
-            base = spec.annotation
-            if spec.nullable:
-                args = [a for a in typing.get_args(base) if a is not type(None)]
-                base = args[0] if len(args) == 1 else None
+            base, _ = _unwrap_optional(spec.annotation)
             if base in (str, int, float, bool):
                 self.simple_types[spec.name] = (base, spec.nullable)
         self.required_names = frozenset(spec.name for spec in self.fields if spec.required)
@@ -227,7 +223,7 @@ class TableRuntime:
     def index_expr(self, name: str, column_sql: str) -> str:
         """What an index orders ``name`` by: the column, or for JSON the value it encodes."""
         if self.is_json(name):
-            return json_sort_expr(self.dialect, column_sql)
+            return self.dialect.json_sort_expr(column_sql)
         return column_sql
 
     def index_param(self, name: str, value: Any) -> tuple[str, Any]:
@@ -269,15 +265,6 @@ class TableRuntime:
     def json_columns(self, columns: tuple[str, ...]) -> frozenset[str]:
         return frozenset(c for c in columns if c in self.table.fields and self.table.fields[c].kind == "json")
 
-
-def json_sort_expr(dialect: Dialect, column_sql: str) -> str:
-    """The scalar a JSON column holds, as indexes and ORDER BY see it.
-
-    A dialect whose JSON columns already order by value (PostgreSQL's jsonb) needs no
-    hook; one that stores JSON as text (SQLite) provides ``json_sort_expr`` so that 10
-    sorts after 9 and the index on the expression serves the query.
-    """
-    return dialect.json_sort_expr(column_sql)
 
 
 def _copy_default(value: Any) -> Any:

@@ -127,6 +127,21 @@ def _insert_job(tx: Transaction, name: str, kind: str, args_text: str, due: floa
     return rid
 
 
+def follow_origin(tx: Transaction, job: int | None) -> None:
+    """Make what ``tx`` schedules start canceled once ``job`` (the running action that
+    ``tx`` is a step of) has been canceled; nothing when ``job`` is None."""
+    if job is None:
+        return
+    q, p = tx.dialect.q, tx.dialect.param
+    sql = f"SELECT {q('state')} FROM {q(JOBS)} WHERE {q('_rid')} = {p}"
+
+    def canceled() -> bool:
+        row = tx.fetchone(sql, (job,))
+        return row is not None and row[0] == "canceled"
+
+    tx.origin_canceled = canceled
+
+
 def schedule_internal(tx: Transaction, name: str, args: dict[str, Any], due: float) -> int:
     """Schedule one of ents' own internal mutations (not counted against user limits)."""
     fdef = tx.app.functions.resolve(name)

@@ -99,6 +99,11 @@ class Executor:
             f"WHERE {q('state')} = 'pending' AND {q('kind')} = {p} AND {q('scheduled_time')} <= {p} "
             f"{order} LIMIT {p}{lock}"
         )
+        # A read first when claiming actions: the common case (none due) takes no write lock.
+        self._action_due = (
+            f"SELECT 1 FROM {jobs} WHERE {q('state')} = 'pending' AND {q('kind')} = 'action' "
+            f"AND {q('scheduled_time')} <= {p} LIMIT 1"
+        )
         self._q = q
         self._p = p
         # A cap on mutation jobs per batch, set by conflicts (0: none, the caller's limit):
@@ -189,7 +194,6 @@ class Executor:
         tx.scheduled_bytes = 0
         tx.function = name
         tx.identity = None
-        tx.origin_canceled = None
         dialect = tx.dialect
         try:
             if savepoint:
@@ -234,11 +238,7 @@ class Executor:
         if limit <= 0:
             return []
         q, p = self._q, self._p
-        # A read first: the common case (no action due) takes no write lock.
-        probe = (
-            f"SELECT 1 FROM {q(JOBS)} WHERE {q('state')} = 'pending' AND {q('kind')} = 'action' "
-            f"AND {q('scheduled_time')} <= {p} LIMIT 1"
-        )
+        probe = self._action_due
         if self.app._transact(lambda tx: tx.fetchone(probe, (tx.now,)), write=False, function="scheduler") is None:
             return []
 
@@ -289,8 +289,11 @@ class Executor:
             return
         self._finish_action(rid, cron, "success", None, attempt, attempt_log, started, fdef)
 
-    def _log_entry(self, attempt: int, started: float, error: str | None, now: float) -> dict[str, Any]:
-        entry: dict[str, Any] = {"attempt": attempt, "started_time": started, "finished_time": now}
+    def _log_entry(self, attempt: int, started: float | None, error: str | None, now: float) -> dict[str, Any]:
+        entry: dict[str, Any] = {"attempt": attempt}
+        if started is not None:  # None: claimed by an older version of ents
+            entry["started_time"] = float(started)
+        entry["finished_time"] = now
         if error is not None:
             entry["error"] = error
         return entry
@@ -397,10 +400,7 @@ class Executor:
                     pass
                 entries = list(_json(attempt_log)) if attempt_log else []
                 if retry is not None:
-                    entry: dict[str, Any] = {"attempt": int(attempts or 1), "error": TRANSIENT_ACTION_ERROR, "finished_time": tx.now}
-                    if started is not None:  # claimed by an older version of ents otherwise
-                        entry["started_time"] = float(started)
-                    entries.append(entry)
+                    entries.append(self._log_entry(int(attempts or 1), started, TRANSIENT_ACTION_ERROR, tx.now))
                 if retry is not None and int(attempts or 1) < retry.max_attempts:
                     due = tx.now + retry.delay_ms(int(attempts or 1), random.random())
                     tx.execute(

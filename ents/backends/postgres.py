@@ -101,7 +101,6 @@ class _PgConnection(Connection):
     def execute(self, sql: str, params: Params = ()) -> Any:
         return self.raw.execute(sql, params)  # type: ignore[arg-type]
 
-
     def begin(self, write: bool) -> None:
         if write:
             self.raw.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")

@@ -87,7 +87,6 @@ class _SQLiteConnection(Connection):
     def execute(self, sql: str, params: Params = ()) -> Any:  # pragma: no cover - replaced
         return self.raw.execute(sql, params)
 
-
     def begin(self, write: bool) -> None:
         self.raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 

@@ -582,10 +582,10 @@ def test_hostile_run_after_and_run_at(make_app: Any, backend: str, clock: FakeCl
         app.finish_in_progress_scheduled_functions()
 
     check()
-    assert not ran or len(ran) >= 1
+    assert ran == []  # every job accepted was canceled at once, so none ran
 
 
-def test_hostile_fake_clock_moves(make_app: Any):
+def test_hostile_fake_clock_moves() -> None:
     @settings(max_examples=examples("memory"), deadline=None, database=None)
     @given(step=hostile_time)
     def check(step: Any) -> None:

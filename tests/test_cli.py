@@ -38,7 +38,7 @@ def test_run_jobs_and_cancel(url: str) -> None:
     listed = ents_cmd(url, "jobs", app, "--state", "pending", "--json")
     assert listed.returncode == 0, listed.stderr
     jobs = json.loads(listed.stdout)
-    assert sorted(j["args"]["key"] for j in jobs) == ["k0", "k1"]
+    assert [j["args"]["key"] for j in jobs] == ["k1", "k0"]  # newest first
     assert all(j["state"] == {"kind": "pending"} and j["name"] == "jobs:record" for j in jobs)
 
     canceled = ents_cmd(url, "cancel", app, jobs[0]["_id"])

@@ -31,11 +31,17 @@ def test_sqlite_busy_timeout_option(tmp_path: Path) -> None:
         assert _pragma(app, "busy_timeout") == 1234
 
 
-@pytest.mark.parametrize("option", ["pool_size=0", "pool_size=many", "connect_timeout=soon"])
+@pytest.mark.parametrize(
+    "option", ["pool_size=0", "pool_size=many", "connect_timeout=soon", "connect_timeout=-1", "connect_timeout=0", "connect_timeout=inf"]
+)
 def test_bad_postgres_url_options(option: str) -> None:
+    """Refused before any connection is tried (the port is closed: a connection attempt
+    would fail too, but with another message)."""
     pytest.importorskip("psycopg")
-    with pytest.raises(ConfigurationError):
+    name = option.split("=")[0]
+    with pytest.raises(ConfigurationError, match=name) as e:
         App(schema, f"postgresql://postgres@127.0.0.1:1/x?{option}")
+    assert "Cannot connect" not in str(e.value)
 
 
 def test_postgres_blobs_default_to_a_directory_per_database_and_schema(request: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

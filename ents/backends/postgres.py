@@ -145,7 +145,9 @@ class PostgresBackend(Backend):
         except ValueError:
             raise ConfigurationError(f"Bad pool_size or connect_timeout in {url!r}") from None
         if size < 1:
-            raise ConfigurationError("pool_size must be at least 1")
+            raise ConfigurationError(f"pool_size must be at least 1 in {url!r}")
+        if not 0 < self.connect_timeout < float("inf"):
+            raise ConfigurationError(f"connect_timeout must be a positive number of seconds in {url!r}")
         self.pool: ConnectionPool[Any] = ConnectionPool(
             self.conninfo,
             kwargs={"autocommit": True},

@@ -73,119 +73,6 @@ def ents_worker_app() -> Any:
     return app
 
 
-# -- what-if experiments (bench.profile_pg --try ...): patched in this process only ------------
-
-EXPERIMENTS = {
-    "claim-order": "claim ORDER BY ... ASC NULLS FIRST, matching the pending_by_kind index (no sort of every pending job)",
-    "lease-claim": "mutation jobs are claimed (leased) by a short READ COMMITTED statement, then run SERIALIZABLE "
-    "touching their own job rows only by primary key (no range read of the job table inside the batch); "
-    "a prototype: no time budget, and recovery of expired mutation leases is not implemented. Measured with 4 "
-    "workers: serialization failures remain (btree predicate locks are per page, and neighbouring batches share "
-    "primary-key leaf pages), no throughput gain over claim-order alone",
-}
-
-
-def apply_experiments(names: list[str]) -> None:
-    """Monkeypatch ents in this process to measure what a suggested change would buy."""
-    for name in names:
-        if name not in EXPERIMENTS:
-            raise SystemExit(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
-    if "claim-order" in names:
-        from ents.worker import Executor
-
-        orig_init = Executor.__init__
-
-        def init(self: Any, *args: Any, **kwargs: Any) -> None:
-            orig_init(self, *args, **kwargs)
-            if self.app.backend.dialect.name == "postgresql":
-                q = self._q
-                old = f"ORDER BY {q('scheduled_time')}, {q('_creation_time')}, {q('_rid')}"
-                assert old in self._claim, self._claim
-                self._claim = self._claim.replace(
-                    old, f"ORDER BY {q('scheduled_time')} NULLS FIRST, {q('_creation_time')} NULLS FIRST, {q('_rid')} NULLS FIRST"
-                )
-
-        Executor.__init__ = init  # type: ignore[method-assign]
-    if "lease-claim" in names:
-        _lease_claim()
-
-
-def _lease_claim() -> None:
-    from ents.scheduler import JOBS
-    from ents.worker import Executor, _JobFailed
-
-    def run_due_mutations(self: Any, limit: int = 100, budget_s: float = 0.05) -> int:
-        app = self.app
-        q, p = self._q, self._p
-        jobs = q(JOBS)
-        backend = app.backend
-        if backend.dialect.name != "postgresql":
-            raise SystemExit("the lease-claim experiment is for PostgreSQL")
-        now = app.clock.now()
-        conn = backend.connect()
-        try:  # autocommit: this statement is its own READ COMMITTED transaction
-            rows = conn.execute(
-                f"UPDATE {jobs} SET {q('state')} = 'inProgress', {q('lease_owner')} = {p}, {q('lease_expires')} = {p} "
-                f"WHERE {q('_rid')} IN (SELECT {q('_rid')} FROM {jobs} WHERE {q('state')} = 'pending' AND {q('kind')} = 'mutation' "
-                f"AND {q('scheduled_time')} <= {p} ORDER BY {q('scheduled_time')} NULLS FIRST, {q('_creation_time')} NULLS FIRST, "
-                f"{q('_rid')} NULLS FIRST LIMIT {p} FOR UPDATE SKIP LOCKED) "
-                f"RETURNING {q('_rid')}, {q('name')}, {q('args')}, {q('cron')}",
-                (self.owner, now + self.lease_ms, now, limit),
-            ).fetchall()
-        finally:
-            backend.release(conn)
-        if not rows:
-            return 0
-        rows.sort()
-        known_failures: dict[int, str] = {}
-
-        def body(tx: Any) -> int:
-            succeeded: list[int] = []
-            for rid, name, args_text, cron in rows:
-                if cron is not None:
-                    raise SystemExit("the lease-claim prototype does not handle cron jobs")
-                error = known_failures.get(rid) or self._run_mutation_job(tx, rid, name, args_text, False)
-                if error is None:
-                    succeeded.append(rid)
-                else:
-                    tx.execute(
-                        f"UPDATE {jobs} SET {q('state')} = 'failed', {q('error')} = {p}, {q('completed_time')} = {p}, "
-                        f"{q('lease_owner')} = NULL, {q('lease_expires')} = NULL WHERE {q('_rid')} = {p} AND {q('lease_owner')} = {p}",
-                        (error, tx.now, rid, self.owner),
-                    )
-            if succeeded:
-                cur = tx.execute(
-                    f"UPDATE {jobs} SET {q('state')} = 'success', {q('completed_time')} = {p}, {q('lease_owner')} = NULL, "
-                    f"{q('lease_expires')} = NULL WHERE {q('_rid')} = ANY({p}) AND {q('lease_owner')} = {p}",
-                    (tx.now, succeeded, self.owner),
-                )
-                if cur.rowcount != len(succeeded):
-                    raise RuntimeError(f"lease lost: marked {cur.rowcount} of {len(succeeded)} jobs")
-            return len(rows)
-
-        while True:
-            try:
-                return app._transact(body, write=True, function="scheduler")  # type: ignore[no-any-return]
-            except _JobFailed as failed:
-                known_failures[failed.rid] = failed.error
-
-    Executor.run_due_mutations = run_due_mutations  # type: ignore[method-assign]
-
-
-def ents_cli(argv: list[str]) -> int:
-    """``python -m bench.pg_workers ents-cli [--try X] -- <ents CLI arguments>``."""
-    tries: list[str] = []
-    while argv and argv[0] == "--try":
-        tries.append(argv[1])
-        argv = argv[2:]
-    if argv and argv[0] == "--":
-        argv = argv[1:]
-    apply_experiments(tries)
-    from ents.cli import main as cli_main
-
-    return cli_main(argv)
-
-
 # -- raw psycopg ------------------------------------------------------------------------------
 
 RAW_SCHEMA = """
@@ -324,8 +211,6 @@ def procrastinate_worker(concurrency: int) -> None:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["ents-cli"]:
-        sys.exit(ents_cli(sys.argv[2:]))
     p = argparse.ArgumentParser(description="a worker process of bench.scheduler_pg")
     p.add_argument("kind", choices=["raw", "procrastinate"])
     p.add_argument("--concurrency", type=int, default=1)

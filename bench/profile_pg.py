@@ -2,9 +2,8 @@
 
     python -m bench.profile_pg                   # 1 worker: the real Worker.run() in this process
     python -m bench.profile_pg --workers 4       # this one + 3 `ents worker` processes, same barrier
-    python -m bench.profile_pg --try claim-order # what a suggested change would buy (patched here only)
     python -m bench.profile_pg --distinct-counters   # each job bumps its own counter: no hot row
-    python -m bench.profile_pg --explain-claim 200000  # the claim's plan with a big backlog, as built and fixed
+    python -m bench.profile_pg --explain-claim 200000  # the claim's plan with a big backlog
     options: --jobs N (20000)  --batch-size B (the worker's default)  --top N  --sort tottime|cumulative  --no-cprofile
 
 Schedules N due ``bench.bump`` jobs (as ``bench.scheduler_pg``) in a fresh database, then
@@ -30,7 +29,7 @@ import threading
 import time
 from typing import Any
 
-from .pg_workers import EXPERIMENTS, PER_MUTATION, URL_ENV, apply_experiments, make_ents_app
+from .pg_workers import PER_MUTATION, URL_ENV, make_ents_app
 from .scheduler_pg import DrainError, find_server, finish, fresh_database, go, spawn
 
 CLASSES = [
@@ -97,7 +96,7 @@ class StatementCounter:
 
 
 def explain_claim(url: str, pending: int) -> None:
-    """EXPLAIN ANALYZE the worker's claim as ents builds it and with the what-if ORDER BY."""
+    """EXPLAIN ANALYZE the worker's claim as ents builds it, with ``pending`` due jobs."""
     import psycopg
 
     from ents.worker import Executor
@@ -109,19 +108,15 @@ def explain_claim(url: str, pending: int) -> None:
         for start in range(0, pending, PER_MUTATION):
             app.run_mutation(app.bench["enqueue"], {"counter": cid, "n": min(PER_MUTATION, pending - start)})
         print(f"scheduled {pending:,} due jobs in {time.perf_counter() - t0:.1f} s")
-        claim = Executor(app, "explain")._claim
-        apply_experiments(["claim-order"])
-        fixed = Executor(app, "explain")._claim
+        sql = Executor(app, "explain")._claim
         app.close()
         with psycopg.connect(db_url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE \"_scheduled_functions\"")
-            for name, sql in (("as ents builds it", claim), ("what-if claim-order (NULLS FIRST)", fixed)):
-                params = ("mutation", time.time() * 1000 + 1000, 100)
-                conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
-                plan = [r[0] for r in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)]
-                conn.execute("ROLLBACK")
-                print(f"\n## claim of 100 jobs with {pending:,} pending, {name}\n{sql}\n")
-                print("\n".join(plan))
+            conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+            plan = [r[0] for r in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, ("mutation", time.time() * 1000 + 1000, 100))]
+            conn.execute("ROLLBACK")
+        print(f"\n## claim of 100 jobs with {pending:,} pending\n{sql}\n")
+        print("\n".join(plan))
 
 
 def main() -> None:
@@ -134,13 +129,10 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1, help="total worker processes (this one included)")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--sort", default="tottime", choices=["tottime", "cumulative"])
-    p.add_argument("--try", dest="tries", action="append", default=[], choices=sorted(EXPERIMENTS),
-                   help="apply a what-if patch to ents in the worker processes of this run (repeatable): "
-                   + "; ".join(f"{k}: {v}" for k, v in EXPERIMENTS.items()))
     p.add_argument("--distinct-counters", action="store_true",
                    help="each job bumps its own counter (no hot row; not the benchmark's workload)")
     p.add_argument("--explain-claim", type=int, metavar="PENDING", default=None,
-                   help="only EXPLAIN ANALYZE the claim query with PENDING due jobs (as built, and with --try claim-order)")
+                   help="only EXPLAIN ANALYZE the claim query with PENDING due jobs")
     p.add_argument("--no-cprofile", action="store_true", help="count statements only (no profiler overhead)")
     args = p.parse_args()
     url, how = find_server(args.url)
@@ -151,7 +143,6 @@ def main() -> None:
         return
     n = args.jobs
     with fresh_database(url) as (db_url, _dbname):
-        apply_experiments(args.tries)
         app = make_ents_app(db_url)
         cid = app.run(lambda ctx: ctx.table("counters").insert({"name": "jobs", "value": 0}))
         cids: list[str] = []
@@ -185,8 +176,7 @@ def main() -> None:
         others = None
         if args.workers > 1:
             os.environ[URL_ENV] = db_url
-            tries = [x for t in args.tries for x in ("--try", t)]
-            cmd = [sys.executable, "-m", "bench.pg_workers", "ents-cli", *tries, "--", "--log-level", "INFO", "worker",
+            cmd = [sys.executable, "-m", "ents", "--log-level", "INFO", "worker",
                    "bench.pg_workers:ents_worker_app", "--batch-size", str(args.batch_size)]
             others = spawn([cmd] * (args.workers - 1), db_url)
         worker = app.worker(batch_size=args.batch_size)
@@ -234,7 +224,6 @@ def main() -> None:
     total_wait = sum(stmts.wait.values())
     print(f"# ents worker on PostgreSQL: {n:,} jobs, --batch-size {args.batch_size}, {args.workers} worker process(es)"
           f"{', each job its own counter' if args.distinct_counters else ', one hot counter'}"
-          f"{', what-if: ' + ', '.join(args.tries) if args.tries else ''}"
           f"{' (cProfile on: absolute times inflated)' if prof else ''}")
     print(f"drain {wall:.2f} s = {n / wall:,.0f} jobs/s overall; this worker ran {mine:,} job(s)")
     if outputs:

@@ -516,7 +516,7 @@ def build(section: Section, args: Any) -> None:
         "workers from the barrier until they exited (the monitor's polls subtracted), so start-up, idle polls "
         "and housekeeping are included.")
     section.notes.append("Where an ents worker's time goes (statements per job and the wait for each, retried transactions, "
-                         "cProfile, what-if patches): `python -m bench.profile_pg [--workers 4] [--try claim-order]`.")
+                         "cProfile): `python -m bench.profile_pg [--workers 4]`.")
     if proc_mode != "concurrency":
         section.notes.append("Procrastinate with N workers = N processes of concurrency 1 (as ents and the raw loop: one "
                              "OS process per worker); `--procrastinate-mode concurrency` measures 1 process × concurrency N.")

@@ -24,6 +24,21 @@ def test_missing_driver_gives_the_install_hint(monkeypatch):
         open_backend("postgresql://localhost/x")
 
 
+def test_an_sqlite_app_never_imports_the_postgresql_driver():
+    """psycopg is an optional extra: an App on SQLite, its worker and its CLI run without it."""
+    import subprocess
+
+    code = (
+        "import sys; from ents import App, define_ent, define_ent_schema; import ents.cli, ents.worker; "
+        "app = App(define_ent_schema({'t': define_ent({'x': int})}), 'sqlite://'); "
+        "app.run(lambda ctx: ctx.table('t').insert({'x': 1})); app.finish_in_progress_scheduled_functions(); "
+        "print('psycopg' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
 def test_unreachable_server_is_a_clear_error():
     schema = define_ent_schema({"t": define_ent({"x": int})})
     started = time.monotonic()

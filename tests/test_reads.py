@@ -1216,7 +1216,7 @@ def test_index_order_and_pagination_match_a_reference(make_app: Any) -> None:
     check()
 
 
-def test_iterating_a_large_group_fixed_by_an_index_sees_every_ent_once(app: Any) -> None:
+def test_iterating_a_large_group_fixed_by_an_index_sees_every_ent_once(app: Any, monkeypatch: Any) -> None:
     """Reading more ents than one chunk with an equality on an index seeks chunk by chunk
     and yields each exactly once, in creation order."""
 
@@ -1243,5 +1243,43 @@ def test_iterating_a_large_group_fixed_by_an_index_sees_every_ent_once(app: Any)
             {"num_items": 1500, "cursor": page["continue_cursor"]}
         )
         assert [m._id for m in page["page"]] + [m._id for m in rest["page"]] == ids
+
+    app.run(read)
+    # Each later chunk seeks past the last row by row key alone: the field fixed by the
+    # equality is not part of its keyset condition (which would make it rescan the group).
+    uid = app.run(lambda ctx: ctx.table("users").get_x("email", "u@x")._id)
+    log = SqlLog(monkeypatch)
+    log.on = True
+    app.run(lambda ctx: ctx.table("messages", "user_id", lambda q: q.eq("user_id", uid)).collect())
+    chunks = [sql for sql in log.starting_with("SELECT T.") if 'FROM "messages"' in sql]
+    assert len(chunks) == 3
+    assert all('"user_id", t."' not in sql.split("WHERE", 1)[1] for sql in chunks[1:]), chunks[1]
+
+
+def test_pages_stay_exact_when_the_cursor_row_and_others_are_deleted(app: Any) -> None:
+    app.run(lambda ctx: ctx.table("tags").insert_many([{"name": f"t{i}"} for i in range(9)]))
+    first = app.run(lambda ctx: ctx.table("tags").paginate({"num_items": 3, "cursor": None}))
+    assert [t.name for t in first["page"]] == ["t0", "t1", "t2"]
+
+    def drop(ctx: Any) -> None:
+        for t in ctx.table("tags"):
+            if t.name in ("t2", "t1", "t4"):  # t2 is the row the cursor points after
+                t.delete()
+
+    app.run(drop)
+    second = app.run(lambda ctx: ctx.table("tags").paginate({"num_items": 3, "cursor": first["continue_cursor"]}))
+    assert [t.name for t in second["page"]] == ["t3", "t5", "t6"]
+    third = app.run(lambda ctx: ctx.table("tags").paginate({"num_items": 3, "cursor": second["continue_cursor"]}))
+    assert [t.name for t in third["page"]] == ["t7", "t8"] and third["is_done"]
+
+
+def test_query_argument_errors(app: Any) -> None:
+    def read(ctx: Any) -> None:
+        with pytest.raises(ValidationError, match='map\\(\\) takes a function of an ent, got int'):
+            ctx.table("tags").map(3)
+        with pytest.raises(ValidationError, match="get_many\\(\\) takes a list of ids, got str"):
+            ctx.table("tags").get_many("x")
+        with pytest.raises(ValidationError, match="get_many\\(\\) takes a list of ids, or an index name and a list of values"):
+            ctx.table("tags").get_many()
 
     app.run(read)

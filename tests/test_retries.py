@@ -415,3 +415,20 @@ def test_a_conflict_halves_the_mutation_batch_and_quiet_batches_grow_it_back(mak
     states = app.run(lambda ctx: [j.state.kind for j in ctx.table("_scheduled_functions")])
     assert states.count("success") == 47 and states.count("failed") == 1
     assert app.run(lambda ctx: len(ctx.table("events").collect())) == 47
+
+
+def test_a_batch_is_bounded_by_the_limit_and_the_time_budget(make_app):
+    from ents.worker import DEFAULT_BATCH, Executor, Worker
+
+    app = make_app(schema)
+
+    @app.internal_mutation(name="batch:noop")
+    def noop(ctx: Any) -> None:
+        ctx.table("events").insert({"what": "x"})
+
+    assert Worker(app).batch_size == DEFAULT_BATCH == 500
+    app.run(lambda ctx: [ctx.scheduler.run_after(0, noop, {}) for _ in range(10)])
+    ex = Executor(app, owner="test:budget")
+    assert ex.run_due_mutations(limit=3) == 3
+    assert ex.run_due_mutations(limit=100, budget_s=0.0) == 1  # the budget is spent: one job, always at least one
+    assert ex.run_due_mutations(limit=100) == 6

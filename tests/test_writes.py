@@ -600,3 +600,19 @@ def test_a_failed_write_changes_nothing_even_when_caught(app: Any, seeded: dict[
 
     assert app.run(attempts) == 10
     assert snapshot(app) == before
+
+
+def test_ctx_db_patch_is_one_update(app: Any, seeded: dict[str, str], monkeypatch: Any) -> None:
+    """As the README says: ctx.db.patch writes without reading the document first. A
+    missing document still raises."""
+    from tests.schemas import SqlLog
+
+    log = SqlLog(monkeypatch)
+    log.on = True
+    app.run(lambda ctx: ctx.db.patch(seeded["bob"], {"name": "Bobby"}))
+    assert [s.split()[0] for s in log.statements] == ["UPDATE"]
+    log.on = False
+    assert app.run(lambda ctx: ctx.table("users").get_x(seeded["bob"]).name) == "Bobby"
+    app.run(lambda ctx: ctx.table("users").get_x(seeded["bob"]).delete())
+    with pytest.raises(EntNotFoundError):
+        app.run(lambda ctx: ctx.db.patch(seeded["bob"], {"name": "ghost"}))

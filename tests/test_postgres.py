@@ -135,3 +135,23 @@ def test_server_restart_loses_and_doubles_nothing(tmp_path):
     assert set(keys) <= set(accepted) | set(unsure)
     app.close()
     server.stop()
+
+
+def test_processes_opening_a_fresh_database_at_once_all_succeed(pg_url, tmp_path):
+    """Schema creation is serialized (a session advisory lock before the transaction): six
+    processes opening one empty database together all get the same tables and numbering."""
+    import subprocess
+
+    code = (
+        "import sys, json; from tests.schemas import blog; from ents import App; "
+        "app = App(blog(), sys.argv[1], storage_dir=sys.argv[2]); "
+        "print(json.dumps(sorted(app.codec.numbers.items()))); app.close()"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, pg_url, str(tmp_path / "blobs")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        for _ in range(6)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-800:] for _, err in outs]
+    assert len({out for out, _ in outs}) == 1

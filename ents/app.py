@@ -236,11 +236,14 @@ class App:
         return self._transact(body, write=kind == "mutation", identity=identity, function=fdef.name)
 
     def _run_action_handler(self, fdef: FunctionDef, kwargs: dict[str, Any], *, identity: Any, job: int | None) -> Any:
-        ctx = ActionCtx(self, identity=identity, job=job)
-        if fdef.is_async:
-            result = _run_coroutine(fdef.handler(AsyncActionCtx(ctx), **kwargs))
-        else:
-            result = fdef.handler(ctx, **kwargs)
+        ctx = ActionCtx(self, identity=identity, job=job, function=fdef.name)
+        try:
+            if fdef.is_async:
+                result = _run_coroutine(fdef.handler(AsyncActionCtx(ctx), **kwargs))
+            else:
+                result = fdef.handler(ctx, **kwargs)
+        finally:
+            ctx._end()
         return fdef.validate_result(result)
 
     def run_query(self, fn: Any, args: dict[str, Any] | None = None, *, identity: Any = None) -> Any:

@@ -162,9 +162,11 @@ class FunctionDef:
         return value
 
     def json_args(self, args: Any) -> Any:
-        """Arguments as stored for a scheduled run (validated, then plain JSON-like data)."""
-        validated = self.validate_args(args)
-        return normalize(validated)
+        """Arguments as stored for a scheduled run: validated now, but stored exactly as
+        given (plain JSON-like data). Defaults are not filled in: the run validates again
+        and takes the defaults the function has then, as in Convex."""
+        self.validate_args(args)
+        return normalize({} if args is None else args)
 
 
 def _ctx_param(handler: Callable[..., Any]) -> str | None:

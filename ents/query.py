@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 CHUNK = 1000
 
+#: Convex's indexes that every table has, over system fields. They need no SQL index of
+#: their own: ``by_id`` orders by the row key (the primary key), ``by_creation_time`` by
+#: creation time, which on SQLite is row-key order too.
+BUILTIN_INDEXES: dict[str, tuple[str, ...]] = {"by_id": ("_id",), "by_creation_time": ("_creation_time",)}
+
 
 # -- ents ------------------------------------------------------------------------------
 
@@ -157,8 +162,17 @@ class Ent:
 
     # edges ---------------------------------------------------------------------------
 
+    def _open(self) -> Transaction:
+        """The ent's transaction, refused once it has ended (the ent's fields, a snapshot,
+        stay readable; what would reach the database does not)."""
+        tx = self._tx
+        if tx.closed:
+            raise tx.closed_error(f'The ent `{self._rt.encode_rid(self._row[0])}` of table "{self._rt.name}"')
+        return tx
+
     def edge(self, name: str) -> Any:
         """Follow an edge: an Ent (or None) for singular edges, a query for plural ones."""
+        self._open()
         edge = self._edge_def(name)
         if edge.kind in ("field", "ref"):
             return _single_edge(self, edge)
@@ -166,6 +180,7 @@ class Ent:
 
     def edge_x(self, name: str) -> Any:
         """Like :meth:`edge`, but a missing singular edge raises EntNotFoundError."""
+        self._open()
         edge = self._edge_def(name)
         if edge.kind in ("field", "ref"):
             result = _single_edge(self, edge)
@@ -191,16 +206,18 @@ class Ent:
     # writing -------------------------------------------------------------------------
 
     def patch(self, value: dict[str, Any]) -> str:
-        """Update the given fields (None removes an optional field) and edges."""
-        return writer.patch(self._tx, self._rt, self._row[0], value)
+        """Update the given fields (None removes an optional field) and edges; returns the
+        id (with ``.get()`` to read the updated ent)."""
+        return writer.patch(self._open(), self._rt, self._row[0], value)
 
     def replace(self, value: dict[str, Any]) -> str:
-        """Replace all fields; many:many edges given are set exactly, omitted ones kept."""
-        return writer.replace(self._tx, self._rt, self._row[0], value)
+        """Replace all fields; many:many edges given are set exactly, omitted ones kept.
+        Returns the id (with ``.get()``)."""
+        return writer.replace(self._open(), self._rt, self._row[0], value)
 
     def delete(self) -> str:
         """Delete the ent following its table's deletion behavior and cascade rules."""
-        return deletion.delete_ent(self._tx, self._rt, self._row[0])
+        return deletion.delete_ent(self._open(), self._rt, self._row[0])
 
 
 def _as_doc(value: Any) -> Any:
@@ -368,9 +385,16 @@ class Query:
         self._limit = limit
         self._edge_owner = edge_owner
         self._edge = edge
-        if index is not None and rt.table.resolve_index(index) is None and index != "by_creation_time":
-            known = ", ".join(f'"{n}"' for n in rt.table.index_names()) or "none"
+        if index is not None and rt.table.resolve_index(index) is None and not (isinstance(index, str) and index in BUILTIN_INDEXES):
+            known = ", ".join(f'"{n}"' for n in [*rt.table.index_names(), *BUILTIN_INDEXES])
             raise ValidationError(f'Table "{rt.name}" has no index "{index}" (indexes: {known})', table=rt.name)
+
+    def _open(self) -> Transaction:
+        """The query's transaction, refused once it has ended."""
+        tx = self._tx
+        if tx.closed:
+            raise tx.closed_error(f'A query of table "{self._rt.name}"')
+        return tx
 
     def _clone(self, **changes: Any) -> Query:
         q = object.__new__(type(self))
@@ -416,6 +440,8 @@ class Query:
         q = self._tx.dialect.q
         cols: list[str] = []
         nullable: list[bool] = []
+        if self._index == "by_id":
+            return [f"t.{q('_rid')}"], [False]  # ids are ordered as they were handed out
         if self._index is not None and self._index != "by_creation_time":
             resolved = self._rt.table.resolve_index(self._index)
             assert resolved is not None
@@ -447,9 +473,9 @@ class Query:
         if self._range_fn is not None:
             assert self._index is not None
             resolved = rt.table.resolve_index(self._index)
-            # by_creation_time is Convex's built-in index over _creation_time alone
-            fields = resolved[1] if resolved else ("_creation_time",)
-            seek = self._creation_bound if resolved is None and self._tx.dialect.rid_order else None
+            # by_creation_time and by_id are Convex's built-in indexes over a system field
+            fields = resolved[1] if resolved else BUILTIN_INDEXES[self._index]
+            seek = self._creation_bound if resolved is None and self._index == "by_creation_time" and self._tx.dialect.rid_order else None
             c, p = compile_range(
                 rt, self._index, tuple(fields), self._range_fn, alias="t", creation_bound=seek, eq_params=fixed
             )
@@ -550,7 +576,7 @@ class Query:
         return []
 
     def _index_fields(self) -> tuple[str, ...]:
-        if self._index is None or self._index == "by_creation_time":
+        if self._index is None or self._index in BUILTIN_INDEXES:
             return ()
         resolved = self._rt.table.resolve_index(self._index)
         assert resolved is not None
@@ -559,7 +585,7 @@ class Query:
     def _key_of(self, row: tuple[Any, ...]) -> list[Any]:
         rt = self._rt
         fields = self._index_fields()
-        tail = [row[0]] if self._tx.dialect.rid_order else [row[1], row[0]]
+        tail = [row[0]] if self._tx.dialect.rid_order or self._index == "by_id" else [row[1], row[0]]
         if fields:
             return [rt.key_value(f, row[rt.col_index[f]]) for f in fields] + tail
         return tail
@@ -587,7 +613,7 @@ class Query:
 
     def _rows(self, limit: int | None, after: list[Any] | None = None) -> Iterator[list[tuple[Any, ...]]]:
         """Raw rows in chunks, following the keyset from ``after``."""
-        tx = self._tx
+        tx = self._open()
         # Compiled once per read (not per chunk), and first: a bad filter or range is refused
         # even when there is no row. Not kept across reads: row-key bounds derived from
         # creation times hold only for the rows there are now.
@@ -623,6 +649,7 @@ class Query:
 
     def __iter__(self) -> Iterator[Ent]:
         if self._cache is not None:
+            self._open()
             yield from self._cache
             return
         for ents in self._chunks():
@@ -630,6 +657,7 @@ class Query:
 
     def collect(self) -> list[Ent]:
         """All results as a list of ents."""
+        self._open()
         if self._cache is None:
             out: list[Ent] = []
             for ents in self._chunks():
@@ -650,6 +678,7 @@ class Query:
         """``[fn(ent) for ent in query]``; edges read inside ``fn`` are batch-loaded."""
         if not callable(fn):
             raise ValidationError(f"map() takes a function of an ent, got {type(fn).__name__}", table=self._rt.name)
+        self._open()
         out: list[Any] = []
         for ents in self._chunks() if self._cache is None else iter([self._cache]):
             for e in ents:
@@ -659,6 +688,12 @@ class Query:
     def docs(self) -> list[dict[str, Any]]:
         """All results as plain dicts."""
         return [e.doc() for e in self]
+
+    def ids(self) -> IdsQuery:
+        """The ids of this query's ents, as a query of ids (``take``, ``first``, ``unique``,
+        ``map``, ``paginate``, iteration, ``len``). On a many:many edge without filters
+        they are read from the edge table alone, as in Convex Ents."""
+        return IdsQuery(self)
 
     def delete(self) -> int:
         """Delete every ent this query yields, as ``ent.delete()`` would, in a few set-based
@@ -700,8 +735,10 @@ class Query:
             raise EntNotFoundError(f'Expected exactly one document in table "{self._rt.name}", found none', table=self._rt.name)
         return ent
 
-    def paginate(self, opts: dict[str, Any]) -> dict[str, Any]:
-        """A page: ``{"page": [ents], "is_done": bool, "continue_cursor": str}``."""
+    def paginate(self, opts: dict[str, Any]) -> Page:
+        """A page: ``{"page": [ents], "is_done": bool, "continue_cursor": str}``, a
+        :class:`Page` whose ``.map(fn)`` maps the ents of the page."""
+        self._open()
         if not isinstance(opts, dict):
             raise ValidationError('paginate() takes {"num_items": n, "cursor": None or a cursor}', table=self._rt.name)
         n = opts.get("num_items", opts.get("numItems"))
@@ -710,7 +747,7 @@ class Query:
         cursor = opts.get("cursor")
         after = self._decode_cursor(cursor) if cursor else None
         if after == "end":
-            return {"page": [], "is_done": True, "continue_cursor": self._encode_cursor("end")}
+            return Page(page=[], is_done=True, continue_cursor=self._encode_cursor("end"))
         want = n if self._limit is None else min(n, self._limit)
         rows: list[tuple[Any, ...]] = []
         for chunk in self._rows(want + 1, after if isinstance(after, list) else None):
@@ -724,7 +761,7 @@ class Query:
         if done:
             cont = self._encode_cursor("end")
         page = make_ents(self._rt, [self._row_of(r) for r in page_rows], self._tx)
-        return {"page": page, "is_done": done, "continue_cursor": cont}
+        return Page(page=page, is_done=done, continue_cursor=cont)
 
     def _encode_cursor(self, key: Any) -> str:
         raw = dumps({"s": self._signature(), "k": key})
@@ -748,6 +785,113 @@ class Query:
         if key != "end" and not isinstance(key, list):
             raise ValidationError(f"Invalid pagination cursor {cursor!r}", table=self._rt.name)
         return key
+
+
+class Page(Doc):
+    """A page of results: the dict ``{"page": [...], "is_done": bool, "continue_cursor":
+    str}`` (keys also read as attributes). ``.map(fn)`` returns the same page with ``fn``
+    applied to each item, as Convex Ents' ``paginate(...).map(fn)``."""
+
+    __slots__ = ()
+
+    def map(self, fn: Callable[[Any], Any]) -> Page:
+        """The page with ``fn(item)`` in place of each item; the other keys kept."""
+        if not callable(fn):
+            raise ValidationError(f"map() takes a function of an item of the page, got {type(fn).__name__}")
+        out = Page(self)
+        out["page"] = [fn(item) for item in self["page"]]
+        return out
+
+    def docs(self) -> Page:
+        """The page with each ent as a plain dict."""
+        return self.map(lambda item: item.doc() if isinstance(item, Ent) else item)
+
+
+class IdsQuery:
+    """The ids of a query's ents, lazy like the query: ``message.edge("tags").ids()``.
+
+    Iterate it, ``len()`` it, index it, or use ``take``, ``first``, ``first_x``,
+    ``unique``, ``unique_x``, ``map`` and ``paginate`` as on queries of ents. It compares
+    equal to the list of its ids.
+    """
+
+    __slots__ = ("_q",)
+
+    def __init__(self, source: Query) -> None:
+        self._q = source
+
+    def _read(self, q: Query) -> list[str]:
+        if isinstance(q, EdgeQuery) and not q._filters:
+            return q._edge_ids()
+        return [e._id for e in q]
+
+    def collect(self) -> list[str]:
+        """All the ids, as a list."""
+        return self._read(self._q)
+
+    def take(self, n: int) -> IdsQuery:
+        """At most ``n`` ids (still lazy)."""
+        return IdsQuery(self._q.take(n))
+
+    def first(self) -> str | None:
+        """The first id, or None."""
+        ids = self._read(self._q.take(1))
+        return ids[0] if ids else None
+
+    def first_x(self) -> str:
+        """The first id; EntNotFoundError when there is none."""
+        first = self.first()
+        if first is None:
+            raise EntNotFoundError(f'Expected at least one id of table "{self._q._rt.name}", found none', table=self._q._rt.name)
+        return first
+
+    def unique(self) -> str | None:
+        """The only id, None if there is none; NotUniqueError if there are several."""
+        ids = self._read(self._q.take(2))
+        if len(ids) > 1:
+            raise NotUniqueError(
+                f'Expected at most one id of table "{self._q._rt.name}", found more (`{ids[0]}`, `{ids[1]}`, ...)',
+                table=self._q._rt.name,
+            )
+        return ids[0] if ids else None
+
+    def unique_x(self) -> str:
+        """The only id; EntNotFoundError when there is none, NotUniqueError when several."""
+        only = self.unique()
+        if only is None:
+            raise EntNotFoundError(f'Expected exactly one id of table "{self._q._rt.name}", found none', table=self._q._rt.name)
+        return only
+
+    def map(self, fn: Callable[[str], Any]) -> list[Any]:
+        """``[fn(id) for id in ids]``."""
+        if not callable(fn):
+            raise ValidationError(f"map() takes a function of an id, got {type(fn).__name__}", table=self._q._rt.name)
+        return [fn(i) for i in self.collect()]
+
+    def paginate(self, opts: dict[str, Any]) -> Page:
+        """A page of ids: ``{"page": [ids], "is_done", "continue_cursor"}``."""
+        return self._q.paginate(opts).map(lambda e: e._id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.collect())
+
+    def __len__(self) -> int:
+        return len(self.collect())
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.collect()[i]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, IdsQuery):
+            return self.collect() == other.collect()
+        if isinstance(other, (list, tuple)):
+            return self.collect() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"IdsQuery({self._q._rt.name!r})"
 
 
 def keyset(
@@ -842,6 +986,7 @@ class EdgeQuery(Query):
 
     def has(self, id: str) -> bool:
         """Whether the edge connects the owner to the ent with ``id``."""
+        self._open()
         edge = self._edge
         assert edge is not None and edge.edge_table is not None and edge.ref is not None
         owner = self._edge_owner
@@ -855,15 +1000,14 @@ class EdgeQuery(Query):
         )
         return row is not None
 
-    def ids(self) -> list[str]:
+    def _edge_ids(self) -> list[str]:
         """Ids of the ents at the other end, read from the edge table alone (in this
-        query's order and limit; a query with filters reads the ents to apply them)."""
-        if self._filters:
-            return [e._id for e in self]
+        query's order and limit)."""
         edge = self._edge
         owner = self._edge_owner
         assert edge is not None and edge.edge_table is not None and edge.ref is not None and owner is not None
-        d = self._tx.dialect
+        tx = self._open()
+        d = tx.dialect
         q = d.q
         sql = (
             f"SELECT {q(edge.ref)} FROM {q(edge.edge_table)} WHERE {q(edge.field)} = {d.param} "
@@ -872,7 +1016,7 @@ class EdgeQuery(Query):
         if self._limit is not None:
             sql += f" LIMIT {int(self._limit)}"
         encode = self._rt.encode_rid
-        return [encode(r[0]) for r in self._tx.fetchall(sql, (owner._row[0],))]
+        return [encode(r[0]) for r in tx.fetchall(sql, (owner._row[0],))]
 
 
 class TableQuery(Query):
@@ -907,6 +1051,8 @@ class TableQuery(Query):
     def _get_id(self, id: Any) -> Ent | None:
         tx = self._tx
         rt = self._rt
+        if tx.closed:
+            self._open()
         rid = tx.app.codec.decode_for(rt.name, id)
         row = tx.conn.execute(rt.sql_get, (rid,)).fetchone()  # the hottest read: straight to the driver
         return ent_class(rt)(rt, row, tx) if row is not None else None
@@ -916,8 +1062,10 @@ class TableQuery(Query):
         if not isinstance(name, str):
             raise ValidationError(f'get() on table "{rt.name}": index name must be a string, got {name!r}', table=rt.name)
         resolved = rt.table.resolve_index(name)
+        if resolved is None and name in BUILTIN_INDEXES:
+            resolved = name, BUILTIN_INDEXES[name]
         if resolved is None:
-            known = ", ".join(f'"{n}"' for n in rt.table.index_names()) or "none"
+            known = ", ".join(f'"{n}"' for n in [*rt.table.index_names(), *BUILTIN_INDEXES])
             raise ValidationError(
                 f'Table "{rt.name}" has no index or unique field "{name}" (indexes: {known})', table=rt.name
             )
@@ -942,7 +1090,7 @@ class TableQuery(Query):
     def get_many(self, *args: Any) -> list[Ent | None]:
         """``get_many(ids)`` or ``get_many(index, values)``: results in order, None where missing."""
         rt = self._rt
-        tx = self._tx
+        tx = self._open()
         if len(args) == 1:
             if isinstance(args[0], (str, bytes)) or not hasattr(args[0], "__iter__"):
                 raise ValidationError(f"get_many() takes a list of ids, got {type(args[0]).__name__}", table=rt.name)
@@ -1003,11 +1151,11 @@ class TableQuery(Query):
 
     def insert(self, value: dict[str, Any]) -> str:
         """Insert an ent; returns its id. Many:many edges may be given as lists of ids."""
-        return writer.insert(self._tx, self._rt, value)
+        return writer.insert(self._open(), self._rt, value)
 
     def insert_many(self, values: Sequence[dict[str, Any]]) -> list[str]:
         """Insert several ents in one go; all or none."""
-        return writer.insert_many(self._tx, self._rt, values)
+        return writer.insert_many(self._open(), self._rt, values)
 
 
 class SystemTableQuery(TableQuery):
@@ -1018,6 +1166,30 @@ class SystemTableQuery(TableQuery):
 
     def insert_many(self, values: Sequence[dict[str, Any]]) -> list[str]:
         raise ReadOnlyError(_system_write(self._rt.name), table=self._rt.name)
+
+
+class EdgeTableQuery(TableQuery):
+    """The rows of a many:many edge table (``ctx.db.query("messages_to_tags")``): read-only,
+    since an edge is written through the ents at its ends."""
+
+    def insert(self, value: dict[str, Any]) -> str:
+        raise ReadOnlyError(edge_table_write(self._tx, self._rt.name), table=self._rt.name)
+
+    def insert_many(self, values: Sequence[dict[str, Any]]) -> list[str]:
+        raise ReadOnlyError(edge_table_write(self._tx, self._rt.name), table=self._rt.name)
+
+
+def edge_table_write(tx: Transaction, table: str) -> str:
+    """Why the rows of the edge table ``table`` cannot be written directly, and how to."""
+    for t in tx.app.schema.tables.values():
+        for edge in t.edges.values():
+            if edge.edge_table == table:
+                return (
+                    f'Table "{table}" holds the many:many edge "{edge.name}" of table "{t.name}" and is read-only; '
+                    f'write the edge through the ents: ctx.table("{t.name}").get_x(id).patch('
+                    f'{{"{edge.name}": {{"add": [...], "remove": [...]}}}})'
+                )
+    return f'Table "{table}" holds a many:many edge and is read-only; write the edge through the ents'  # pragma: no cover
 
 
 def _system_write(table: str) -> str:
@@ -1048,6 +1220,13 @@ class TableFactory:
                 raise ValidationError("An index range needs an index name: ctx.table(table, index, lambda q: ...)", table=table)
             return cls._whole(self._tx, rt)  # type: ignore[return-value]
         return cls(self._tx, rt, index=index, range_fn=range_fn)
+
+    def for_db(self, table: str) -> TableQuery:
+        """The query ``ctx.db.query(table)`` stands on: also over many:many edge tables."""
+        rt = self._tx.rt(table)
+        if rt.table.is_edge_table:
+            return EdgeTableQuery._whole(self._tx, rt)  # type: ignore[return-value]
+        return self(table)
 
     def system(self, table: str, index: str | None = None, range_fn: Callable[[Any], Any] | None = None) -> TableQuery:
         if not isinstance(table, str) or not table.startswith("_"):

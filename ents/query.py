@@ -172,7 +172,8 @@ class Ent:
 
     def edge(self, name: str) -> Any:
         """Follow an edge: an Ent (or None) for singular edges, a query for plural ones."""
-        self._open()
+        if self._tx.closed:
+            self._open()  # raises
         edge = self._edge_def(name)
         if edge.kind in ("field", "ref"):
             return _single_edge(self, edge)
@@ -180,7 +181,8 @@ class Ent:
 
     def edge_x(self, name: str) -> Any:
         """Like :meth:`edge`, but a missing singular edge raises EntNotFoundError."""
-        self._open()
+        if self._tx.closed:
+            self._open()  # raises
         edge = self._edge_def(name)
         if edge.kind in ("field", "ref"):
             result = _single_edge(self, edge)

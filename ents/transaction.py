@@ -201,7 +201,7 @@ class Transaction:
         """Mark the transaction ended: every later read or write through it is refused."""
         self.closed = True
         self.write = False
-        self.conn = _ClosedConnection(self)  # type: ignore[assignment]
+        self.conn = _CLOSED  # type: ignore[assignment]
 
     def closed_error(self, what: str) -> ContextError:
         """The error for ``what`` (e.g. 'A query of table "users"') used after the end."""
@@ -231,15 +231,18 @@ class Transaction:
 
 
 class _ClosedConnection:
-    """Stands in for the connection of an ended transaction: refuses every use."""
+    """Stands in for the connection of every ended transaction: refuses every use."""
 
-    __slots__ = ("_tx",)
-
-    def __init__(self, tx: Transaction) -> None:
-        self._tx = tx
+    __slots__ = ()
 
     def __getattr__(self, name: str) -> Any:
-        raise self._tx.closed_error("An object of a transaction")
+        raise ContextError(
+            "An object of a transaction was used after its transaction ended; read it again inside a function"
+        )
+
+
+# One for all: closing a transaction (done on every commit) allocates nothing.
+_CLOSED = _ClosedConnection()
 
 
 def _quietly(fn: Callable[[], None]) -> None:

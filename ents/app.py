@@ -22,7 +22,7 @@ from .clock import Clock, SystemClock
 from .context import ActionCtx, AsyncActionCtx, MutationCtx, QueryCtx
 from .ddl import sync_schema
 from .errors import DatabaseError, EntsError, FunctionNotFoundError, SchemaError
-from .functions import FunctionDef, Kind, Registry, RetryPolicy
+from .functions import FunctionDef, Kind, Registry, RetryPolicy, a_kind
 from .ids import IdCodec
 from .runtime import TableRuntime
 from .scheduler import follow_origin
@@ -218,7 +218,7 @@ class App:
             raise FunctionNotFoundError(f"Could not find public function `{fdef.name}`", function=fdef.name)
         if fdef.kind != kind:
             raise FunctionNotFoundError(
-                f"Trying to execute `{fdef.name}` as a {kind}, but it is defined as a {fdef.kind}",
+                f"Trying to execute `{fdef.name}` as {a_kind(kind)}, but it is defined as {a_kind(fdef.kind)}",
                 function=fdef.name,
             )
         kwargs = fdef.validate_args(args)

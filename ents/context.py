@@ -22,6 +22,7 @@ from .errors import (
     ReadOnlyError,
     ValidationError,
 )
+from .functions import a_kind
 from .query import Page, Query, SystemTableQuery, TableFactory, TableQuery
 from .scheduler import Scheduler, follow_origin
 from .storage import Storage
@@ -298,7 +299,7 @@ def _run_nested(tx: Transaction, fn: Any, args: Any, kind: str) -> Any:
             else ""
         )
         raise FunctionNotFoundError(
-            f"Trying to execute `{fdef.name}` as a {kind}, but it is defined as a {fdef.kind}{hint}",
+            f"Trying to execute `{fdef.name}` as {a_kind(kind)}, but it is defined as {a_kind(fdef.kind)}{hint}",
             function=fdef.name,
         )
     kwargs = fdef.validate_args(args)

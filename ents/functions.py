@@ -62,6 +62,11 @@ class RetryPolicy:
         return delay + delay * self.jitter * rand
 
 
+def a_kind(kind: str) -> str:
+    """``kind`` with its article, for messages: "a query", "a mutation", "an action"."""
+    return f"an {kind}" if kind == "action" else f"a {kind}"
+
+
 class NonRetryableError(Exception):
     """Raise from an action with a retry policy to fail it at once, without retrying."""
 

@@ -525,7 +525,7 @@ def test_nested_calls_kinds_identity_and_returned_ents(app: Any, ids: dict[str, 
     before = snapshot(app)
     with pytest.raises(ContextError, match="run_action"):
         app.run(lambda ctx: ctx.run_action(nested["act"], {}))
-    with pytest.raises(FunctionNotFoundError, match="defined as a action|defined as an action"):
+    with pytest.raises(FunctionNotFoundError, match="defined as an action; an action cannot run inside a transaction"):
         app.run(lambda ctx: ctx.run_mutation(nested["act"], {}))
     with pytest.raises(FunctionNotFoundError):
         app.run(lambda ctx: ctx.run_query(nested["add_tag"], {"name": "x"}))

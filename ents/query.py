@@ -210,7 +210,10 @@ class Ent:
     def patch(self, value: dict[str, Any]) -> str:
         """Update the given fields (None removes an optional field) and edges; returns the
         id (with ``.get()`` to read the updated ent)."""
-        return writer.patch(self._open(), self._rt, self._row[0], value)
+        tx = self._tx
+        if tx.closed:
+            self._open()  # raises
+        return writer.patch(tx, self._rt, self._row[0], value)
 
     def replace(self, value: dict[str, Any]) -> str:
         """Replace all fields; many:many edges given are set exactly, omitted ones kept.
@@ -1153,7 +1156,10 @@ class TableQuery(Query):
 
     def insert(self, value: dict[str, Any]) -> str:
         """Insert an ent; returns its id. Many:many edges may be given as lists of ids."""
-        return writer.insert(self._open(), self._rt, value)
+        tx = self._tx
+        if tx.closed:
+            self._open()  # raises
+        return writer.insert(tx, self._rt, value)
 
     def insert_many(self, values: Sequence[dict[str, Any]]) -> list[str]:
         """Insert several ents in one go; all or none."""

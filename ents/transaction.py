@@ -215,7 +215,10 @@ class Transaction:
             raise self.closed_error(what)
 
     def committed(self) -> None:
-        self.close()
+        # close(), inlined: this runs once per transaction
+        self.closed = True
+        self.write = False
+        self.conn = _CLOSED  # type: ignore[assignment]
         if self.after_commit:
             for fn in self.after_commit:
                 _quietly(fn)

@@ -261,6 +261,9 @@ def test_edges_leave_out_or_refuse_the_ents_the_read_rule_hides(t: Any) -> None:
             # a batch (cohort) of notes following their edge, and an ent read without rules
             "cohort": [n.edge("secret") and n.edge("secret").code for n in ctx.table("notes")],
             "skip_rules ent": note_b1.edge("secret").code,
+            # the edge table alone, as in Convex Ents: not filtered by the read rule
+            "ids": sorted(ctx.table("tags").get_x(ids["t1"]).edge("secrets").ids()),
+            "has": ctx.table("tags").get_x(ids["t1"]).edge("secrets").has(ids["b1"]),
         }
 
     assert run(t, read) == {
@@ -270,6 +273,8 @@ def test_edges_leave_out_or_refuse_the_ents_the_read_rule_hides(t: Any) -> None:
         "ref end (hidden note)": None,
         "cohort": [None],  # the note on a1 is hidden, the one on b1 leads to a hidden secret
         "skip_rules ent": "b1",
+        "ids": sorted([ids["a1"], ids["b1"]]),
+        "has": True,
     }
     with pytest.raises(EntNotFoundError, match=re.escape(f'Document cannot be read with id `{ids["b1"]}` in table "secrets"')):
         run(t, lambda ctx: ctx.table("notes").get_x(ids["nb1"]).edge_x("secret"))

@@ -17,10 +17,13 @@ once per function call, the first time ``ctx.table`` needs a rule, and returns
 
 How it is wired: ``ctx.table`` of an App with rules reads and writes through a
 :class:`RulesView` of the transaction, which ents and queries carry along (so their edges
-and writes apply the rules too). The few places in ``query.py``, ``writer.py`` and
-``deletion.py`` that must consult the rules look for the view's ``rules`` attribute and call
-the :class:`RuleSet` below; a plain transaction has none, so without rules (and through
-``ctx.skip_rules``, ``ctx.db`` and ents' own machinery) nothing changes and nothing is paid.
+and writes apply the rules too). The few places in ``query.py`` and ``deletion.py`` that
+must consult the rules look for the view's ``rules`` attribute and call the :class:`RuleSet`
+below; a plain transaction has none, so without rules (and through ``ctx.skip_rules``,
+``ctx.db`` and ents' own machinery) nothing changes but one failed attribute lookup.
+Writes go through the writer unchanged, with the view as their transaction: the checks come
+first, and a write that can cascade (a delete, edges given to a patch or replace) runs in a
+savepoint, since the ents it reaches are checked only as deletion reaches them.
 """
 
 from __future__ import annotations
@@ -111,6 +114,9 @@ class RulesView:
         return getattr(self._tx, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if name in RulesView.__slots__:
+            # Setting ``rules`` on the transaction itself would apply them to every read.
+            raise AttributeError(f"{name} of a RulesView cannot be changed")
         setattr(self._tx, name, value)
 
 

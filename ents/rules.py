@@ -151,6 +151,7 @@ class RuleSet:
         self.view = cast("Transaction", RulesView(tx, self))
         self._tables: dict[str, Rules] | None = None
         self._building = False
+        self._reach: dict[str, bool] = {}
 
     # -- the rules ---------------------------------------------------------------------
 
@@ -160,13 +161,6 @@ class RuleSet:
         if tables is None:
             tables = self._build()
         return tables.get(table)
-
-    def any(self) -> bool:
-        """Whether any table has a rule."""
-        tables = self._tables
-        if tables is None:
-            tables = self._build()
-        return bool(tables)
 
     def _build(self) -> dict[str, Rules]:
         if self._building:
@@ -373,10 +367,42 @@ class RuleSet:
                 )
         return True
 
+    def _reaches_rules(self, table: str) -> bool:
+        """Whether deleting an ent of ``table`` can reach an ent of a table with rules (its
+        own table again included) along the edges deletion follows; an over-estimate."""
+        got = self._reach.get(table)
+        if got is None:
+            ruled = self._tables if self._tables is not None else self._build()
+            schema = self.tx.app.schema.tables
+            seen: set[str] = set()
+            stack = [table]
+            got = False
+            while stack and not got:
+                for edge in schema[stack.pop()].edges.values():
+                    if edge.kind in ("ref", "many_field") or (edge.kind == "field" and edge.deletion == "hard"):
+                        if edge.to in ruled:
+                            got = True
+                            break
+                        if edge.to not in seen and edge.to in schema:
+                            seen.add(edge.to)
+                            stack.append(edge.to)
+            self._reach[table] = got
+        return got
+
+    def _needs_savepoint(self, rt: TableRuntime) -> bool:
+        """Whether a delete from ``rt`` may meet a rule after its first statement: the ents it
+        reaches are checked as deletion reaches them, and a scheduled deletion schedules its
+        job before its ent is checked. Otherwise every check comes before any write."""
+        return rt.table.deletion == "scheduled" or self._reaches_rules(rt.name)
+
     def _may_cascade(self, rt: TableRuntime, value: Any) -> bool:
         # Plain fields never reach another ent; edges given with the write may delete
         # children, whose own rules are checked as they go.
-        return self.any() and isinstance(value, dict) and not value.keys() <= rt.plain_names
+        return (
+            isinstance(value, dict)
+            and not value.keys() <= rt.plain_names
+            and self._reaches_rules(rt.name)
+        )
 
     def patch(self, ent: Ent, value: dict[str, Any]) -> str:
         rt = ent._rt
@@ -399,7 +425,7 @@ class RuleSet:
     def delete(self, ent: Ent) -> str:
         """``ent.delete()``: every ent it deletes (itself and its cascade) is checked by
         :meth:`check_delete` as deletion reaches it; a refusal undoes the whole delete."""
-        if not self.any():
+        if not self._needs_savepoint(ent._rt):
             return deletion.delete_ent(self.view, ent._rt, ent._row[0])
         with self.tx.savepoint():
             return deletion.delete_ent(self.view, ent._rt, ent._row[0])
@@ -409,7 +435,7 @@ class RuleSet:
         checked as :meth:`delete` does."""
         writer._check_writable(self.tx, q._rt, "delete documents of")
         rids = [q._row_of(r)[0] for rows in q._rows(q._limit) for r in rows]
-        if not self.any():
+        if not self._needs_savepoint(q._rt):
             return deletion.delete_many(self.view, q._rt, rids)
         with self.tx.savepoint():
             return deletion.delete_many(self.view, q._rt, rids)

@@ -46,6 +46,7 @@ def rules_schema() -> Any:
             "notes": define_ent({"text": str}).edge("secret").deletion("soft"),
             "tags": define_ent({"name": str}).edges("secrets"),
             "logs": define_ent({"line": str}),
+            "drafts": define_ent({"text": str}).deletion("scheduled", delay_ms=MINUTE),
         }
     )
 
@@ -80,6 +81,7 @@ def make_rules(calls: list[Any], changes: list[WriteChange]) -> Any:
                 read=lambda n: n.text != "hidden",
                 write=lambda c: c.operation != "delete" or c.ent.text != "keep",
             ),
+            "drafts": Rules(write=lambda c: c.operation != "delete" or c.ent.text != "keep"),
         }
 
     return rules
@@ -125,7 +127,7 @@ def codes(ents: Any) -> list[str]:
 def everything(t: Any) -> dict[str, Any]:
     """Every document of every table, read without rules."""
     return t.app.run(
-        lambda ctx: {name: ctx.skip_rules.table(name).docs() for name in ("users", "secrets", "notes", "tags", "logs")}
+        lambda ctx: {name: ctx.skip_rules.table(name).docs() for name in ("users", "secrets", "notes", "tags", "logs", "drafts")}
     )
 
 
@@ -487,6 +489,27 @@ def test_a_soft_delete_checks_the_rules(t: Any) -> None:
     assert run(t, lambda ctx: ctx.skip_rules.table("notes").get_x(ids["nb1"]).deletion_time) is None
     run(t, lambda ctx: ctx.table("notes").get_x(ids["na1"]).delete())
     assert run(t, lambda ctx: ctx.skip_rules.table("notes").get_x(ids["na1"]).deletion_time) is not None
+
+
+def test_a_scheduled_deletion_checks_the_rules_now_and_finishes_without_them(t: Any, clock: Any) -> None:
+    app = t.app
+    keep, other = run(t, lambda ctx: ctx.table("drafts").insert_many([{"text": "keep"}, {"text": "draft"}]))
+    jobs = lambda: app.run(lambda ctx: len(ctx.db.system.query("_scheduled_functions").collect()))  # noqa: E731
+
+    def refused(ctx: Any) -> None:
+        with pytest.raises(RuleError, match=re.escape(f'Cannot delete from table "drafts" with ID "{keep}"')):
+            ctx.table("drafts").get_x(keep).delete()
+
+    run(t, refused)
+    assert jobs() == 0  # the job the deletion scheduled went with it
+    assert run(t, lambda ctx: ctx.table("drafts").get_x(keep).deletion_time) is None
+    run(t, lambda ctx: ctx.table("drafts").get_x(other).delete())
+    assert jobs() == 1
+    # The rules would refuse it now; the deletion decided earlier finishes all the same.
+    run(t, lambda ctx: ctx.table("drafts").get_x(other).patch({"text": "keep"}))
+    clock.advance(MINUTE)
+    app.finish_in_progress_scheduled_functions()
+    assert [d["text"] for d in everything(t)["drafts"]] == ["keep"]
 
 
 def test_a_replace_that_deletes_children_is_undone_when_a_child_refuses(t: Any) -> None:

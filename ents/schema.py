@@ -184,8 +184,9 @@ class EntDefinition:
         Without ``ref`` this table stores the edge in ``field`` (default ``<name>_id``).
         ``ref=True`` (or the other table's field name) declares the end of a 1:1 edge
         that does not store it. ``optional=True`` lets the stored field be empty (on 1:many
-        and on 1:1 edges alike); deleting the other end then unsets it instead of deleting
-        this ent.
+        and on 1:1 edges alike); deleting the other end still deletes this ent, as in
+        Convex Ents. On the stored end of a 1:1 edge, ``deletion="hard"`` deletes the other
+        end with this ent and ``deletion="soft"`` soft-deletes it with this one.
         """
         _check_name("edge", name)
         if name in self._edges:
@@ -585,18 +586,18 @@ class _Resolver:
             ref_table = field_cfg.to
         one_to_one = ref_cfg.cardinality == "single"
         if field_cfg.deletion is not None:
-            if field_cfg.deletion != "hard":
+            if field_cfg.deletion not in ("hard", "soft"):
                 raise self._err(
                     f'Edge "{field_cfg.name}" in table "{field_table}": deletion="{field_cfg.deletion}" '
-                    'is not valid on the end that stores the edge; only deletion="hard" (delete the '
-                    "other ent too) can be set, on 1:1 edges",
+                    'is not valid on the end that stores the edge; deletion="hard" (delete the other ent '
+                    'too) or deletion="soft" (soft-delete it too) can be set, on 1:1 edges',
                     field_table,
                 )
             if not one_to_one:
                 raise self._err(
-                    f'Edge "{field_cfg.name}" in table "{field_table}": deletion="hard" would delete the '
-                    f'shared "{ref_table}" ent whenever one of its "{field_table}" is deleted; it is allowed '
-                    "only on 1:1 edges and on edges to _storage and _scheduled_functions",
+                    f'Edge "{field_cfg.name}" in table "{field_table}": deletion="{field_cfg.deletion}" would '
+                    f'delete the shared "{ref_table}" ent whenever one of its "{field_table}" is deleted; it is '
+                    "allowed only on 1:1 edges (and deletion=\"hard\" on edges to _storage and _scheduled_functions)",
                     field_table,
                 )
         other_end = self.paired.setdefault((field_table, field_cfg.name), (ref_table, ref_cfg.name))
@@ -751,9 +752,14 @@ class _Resolver:
                         t.name,
                     )
                 if t.deletion is None:
+                    instead = (
+                        ', or use deletion="hard" to delete the other end with it'
+                        if e.kind == "field"
+                        else ""
+                    )
                     raise self._err(
                         f'deletion="soft" on edge "{e.name}" in table "{t.name}" has no effect because '
-                        f'"{t.name}" itself is always hard deleted; add .deletion("soft") to "{t.name}"',
+                        f'"{t.name}" itself is always hard deleted; add .deletion("soft") to "{t.name}"{instead}',
                         t.name,
                     )
 

@@ -594,6 +594,16 @@ def _plan_edges(tx: Transaction, rt: TableRuntime, edges: dict[str, tuple[Edge, 
             _require_exist(tx, edge, target, rt)
             plans.append(_EdgePlan(edge, mode, target, [], []))
             continue
+        if edge.kind == "many_field" and mode == "replace":
+            # As Convex Ents: the ents on the other side own the edge (their field), and
+            # setting the list from here would have to delete the ones left out.
+            raise ValidationError(
+                f'Cannot set 1:many edge "{edge.name}" of table "{rt.name}" with replace(): the ents in '
+                f'table "{edge.to}" store it; patch their "{edge.field}" field instead (or leave '
+                f'"{edge.name}" out of the document)',
+                table=rt.name,
+                field=edge.name,
+            )
         exact, add, remove = _add_remove(rt, edge, value, mode)
         if exact is not None:
             wanted = _ids_for(tx, rt, edge, exact, "on " + mode)

@@ -201,3 +201,166 @@ def raise_validation(exc: PydanticValidationError, *, table: str) -> typing.NoRe
         table=table,
         field=field_name,
     ) from None
+
+
+# -- type descriptions (for detecting incompatible schema changes) -----------------------
+#
+# A field's type is remembered in the database as a small JSON value, so that reopening a
+# database with a changed schema can tell a widening (every stored value still valid) from
+# a change that existing documents may not satisfy. Descriptions are structural: a union
+# is the set of its members, a Literal the union of its values, a model its fields.
+
+TYPE_DESCRIPTION_VERSION = 1
+
+
+def describe_type(annotation: Any, _seen: tuple[Any, ...] = ()) -> Any:
+    """A JSON-able description of ``annotation`` (see :func:`type_accepts`)."""
+    if annotation is None or annotation is type(None):
+        return "null"
+    if annotation is Any or annotation is object:
+        return "any"
+    if annotation in _SCALARS:
+        return _SCALARS[annotation]
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        ref = _id_ref(annotation)
+        if ref is not None:
+            return {"id": ref.table}
+        return describe_type(get_args(annotation)[0], _seen)
+    if origin is Literal:
+        return _union([("null" if v is None else {"lit": v}) for v in get_args(annotation)])
+    if origin is Union or origin is types.UnionType:
+        return _union([describe_type(a, _seen) for a in get_args(annotation)])
+    if annotation is list or origin in (list, typing.List):  # noqa: UP006
+        args = get_args(annotation)
+        return {"list": describe_type(args[0], _seen) if args else "any"}
+    if annotation is dict or origin in (dict, typing.Dict):  # noqa: UP006
+        args = get_args(annotation)
+        return {"dict": describe_type(args[1], _seen) if len(args) == 2 else "any"}
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        name = f"{annotation.__module__}.{annotation.__qualname__}"
+        if annotation in _seen:
+            return {"ref": name}
+        inner = (*_seen, annotation)
+        fields = {
+            fname: [describe_type(info.annotation, inner), info.is_required()]
+            for fname, info in annotation.model_fields.items()
+        }
+        out: dict[str, Any] = {"model": fields}
+        if annotation.model_config.get("extra") == "forbid":
+            out["forbid"] = True
+        return out
+    return {"type": f"{getattr(annotation, '__module__', '?')}.{getattr(annotation, '__qualname__', repr(annotation))}"}
+
+
+def _union(members: list[Any]) -> Any:
+    flat: dict[str, Any] = {}
+    for m in members:
+        for x in m["union"] if isinstance(m, dict) and "union" in m else [m]:
+            flat.setdefault(_key(x), x)
+    if len(flat) == 1:
+        return next(iter(flat.values()))
+    return {"union": [flat[k] for k in sorted(flat)]}
+
+
+def _key(desc: Any) -> str:
+    import json
+
+    return json.dumps(desc, sort_keys=True)
+
+
+def _members(desc: Any) -> list[Any]:
+    return list(desc["union"]) if isinstance(desc, dict) and "union" in desc else [desc]
+
+
+def without_null(desc: Any) -> Any:
+    """``desc`` without its ``None`` member ("never" when nothing is left)."""
+    rest = [m for m in _members(desc) if m != "null"]
+    return _union(rest) if rest else "never"
+
+
+def allows_null(desc: Any) -> bool:
+    return any(m == "null" or m == "any" for m in _members(desc))
+
+
+def _lit_fits(value: Any, scalar: str) -> bool:
+    t = type(value)
+    return (
+        (scalar == "str" and t is str)
+        or (scalar == "int" and t is int)
+        or (scalar == "float" and t in (int, float))
+        or (scalar == "bool" and t is bool)
+    )
+
+
+def type_accepts(new: Any, old: Any) -> bool:
+    """Whether every value valid for the type described by ``old`` is valid for ``new``.
+
+    Conservative: False when unsure. ``int`` widens to ``float`` (a float field accepts
+    ints, as pydantic's strict mode does); a model accepts an older version of itself
+    that lacks only fields with defaults, or has fields it no longer declares (they are
+    ignored), unless it forbids extra fields.
+    """
+    if old == "never" or new == old or new == "any":
+        return True
+    if isinstance(old, dict) and "union" in old:
+        return all(type_accepts(new, m) for m in old["union"])
+    if isinstance(new, dict) and "union" in new:
+        return any(type_accepts(m, old) for m in new["union"])
+    if isinstance(old, dict) and "lit" in old:
+        value = old["lit"]
+        if isinstance(new, str):
+            return _lit_fits(value, new)
+        return isinstance(new, dict) and "lit" in new and type(new["lit"]) is type(value) and new["lit"] == value
+    if old == "int" and new == "float":
+        return True
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return False
+    if "list" in old and "list" in new:
+        return type_accepts(new["list"], old["list"])
+    if "dict" in old and "dict" in new:
+        return type_accepts(new["dict"], old["dict"])
+    if "model" in old and "dict" in new:
+        return all(type_accepts(new["dict"], t) for t, _ in old["model"].values())
+    if "model" in old and "model" in new:
+        olds, news = old["model"], new["model"]
+        for name, (t, required) in news.items():
+            if name not in olds:
+                if required:
+                    return False
+            elif not type_accepts(t, olds[name][0]) or (required and not olds[name][1] and not type_accepts(t, "null")):
+                return False
+        return not (new.get("forbid") and set(olds) - set(news))
+    return False
+
+
+def type_text(desc: Any) -> str:
+    """A description in Python's notation, for messages."""
+    if isinstance(desc, str):
+        return "None" if desc == "null" else ("Any" if desc == "any" else desc)
+    if "union" in desc:
+        lits = [m["lit"] for m in desc["union"] if isinstance(m, dict) and "lit" in m]
+        rest = [type_text(m) for m in desc["union"] if not (isinstance(m, dict) and "lit" in m) and m != "null"]
+        parts = ([f"Literal[{', '.join(repr(v) for v in lits)}]"] if lits else []) + rest
+        parts += ["None"] if "null" in desc["union"] else []
+        return " | ".join(parts)
+    if "lit" in desc:
+        return f"Literal[{desc['lit']!r}]"
+    if "id" in desc:
+        return f'Id["{desc["id"]}"]'
+    if "list" in desc:
+        return f"list[{type_text(desc['list'])}]"
+    if "dict" in desc:
+        return f"dict[str, {type_text(desc['dict'])}]"
+    if "model" in desc:
+        inner = ", ".join(f"{k}: {type_text(t)}" for k, (t, _) in desc["model"].items())
+        return f"model {{{inner}}}"
+    if "ref" in desc:
+        return desc["ref"].rsplit(".", 1)[-1]
+    return str(desc.get("type", desc))
+
+
+def describe_field(spec: FieldSpec) -> dict[str, Any]:
+    """What the database remembers of a field: its type, storage kind and whether it has
+    a default (a field with a default may be missing from stored documents)."""
+    return {"t": describe_type(spec.annotation), "k": spec.kind, "d": spec.has_default}

@@ -286,6 +286,9 @@ def test_a_database_without_remembered_types_opens_and_records_them(url: str) ->
             conn.commit()
     finally:
         backend.close()
+    # refused for another reason: the column that remembers types is not added either
+    refused(url, users(age=str, country=str), 'Field "country" was added to table "users"')
+    assert [c[0] for c in db_state(url)["_ents_tables"]["columns"]] == ["name", "num"]
     with App(users(age=str), url) as app:
         assert app.run(lambda ctx: ctx.table("users").first_x().age) == "x"
     refused(url, users(age=int), 'Field "age" of table "users" changed type from str to int')

@@ -379,7 +379,9 @@ class RuleSet:
             got = False
             while stack and not got:
                 for edge in schema[stack.pop()].edges.values():
-                    if edge.kind in ("ref", "many_field") or (edge.kind == "field" and edge.deletion == "hard"):
+                    # ents pointing here go (hard or soft), and so does the other end of a
+                    # stored edge marked deletion="hard" or "soft"
+                    if edge.kind in ("ref", "many_field") or (edge.kind == "field" and edge.deletion is not None):
                         if edge.to in ruled:
                             got = True
                             break

@@ -512,14 +512,14 @@ def test_a_scheduled_deletion_checks_the_rules_now_and_finishes_without_them(t: 
     assert [d["text"] for d in everything(t)["drafts"]] == ["keep"]
 
 
-def test_a_replace_that_deletes_children_is_undone_when_a_child_refuses(t: Any) -> None:
+def test_a_patch_that_deletes_children_is_undone_when_a_child_refuses(t: Any) -> None:
     ids = t.ids
     run(t, lambda ctx: ctx.skip_rules.table("secrets").get_x(ids["a2"]).patch({"locked": True}))
     before = everything(t)
 
     def replace(ctx: Any) -> None:
         with pytest.raises(RuleError, match=re.escape(f'Cannot delete from table "secrets" with ID "{ids["a2"]}"')):
-            ctx.table("users").get_x(ids["ada"]).replace({"name": "Ada L.", "token": "ada", "secrets": []})
+            ctx.table("users").get_x(ids["ada"]).patch({"name": "Ada L.", "secrets": {"remove": [ids["a1"], ids["a2"]]}})
 
     run(t, replace)
     assert everything(t) == before
@@ -639,3 +639,27 @@ def test_an_app_without_rules_has_skip_rules_too(make_app: Any) -> None:
     app: App = make_app(rules_schema())
     uid = app.run(lambda ctx: ctx.skip_rules.table("users").insert({"name": "Ada", "token": "ada"}))
     assert app.run(lambda ctx: ctx.table("users").get_x(uid).name) == "Ada"
+
+
+def test_a_soft_deletion_that_reaches_a_refusing_ent_is_undone(make_app: Any) -> None:
+    """A soft delete follows a stored 1:1 edge marked deletion="soft" to the other end, whose
+    write rule refuses: the first soft deletion, already written, is undone with it."""
+    schema = define_ent_schema(
+        {
+            "docs": define_ent({"title": str}).deletion("soft").edge("cover", deletion="soft"),
+            "covers": define_ent({"kind": str}).deletion("soft").edge("doc", ref=True),
+        }
+    )
+    app = make_app(schema, rules=lambda ctx: {"covers": Rules(write=lambda c: c.operation != "delete" or c.ent.kind != "keep")})
+    kept, plain = app.run(lambda ctx: [
+        ctx.table("docs").insert({"title": kind, "cover_id": ctx.table("covers").insert({"kind": kind})})
+        for kind in ("keep", "plain")
+    ])
+
+    def delete(ctx: Any) -> Any:
+        with pytest.raises(RuleError, match='Cannot delete from table "covers"'):
+            ctx.table("docs").get_x(kept).delete()
+        ctx.table("docs").get_x(plain).delete()
+        return [(d.title, d.deletion_time is None) for d in ctx.skip_rules.table("docs")]
+
+    assert app.run(delete) == [("keep", True), ("plain", False)]

@@ -7,17 +7,11 @@ original names it. Left out: the ``migrations`` table (it belongs to convex-help
 migration runner, which the tests never use) and the search index on ``posts``
 (ents has no search indexes).
 
-Two parts of the original need features ents is still gaining, so they are built only
-when a test asks for them (and the default schema, used by every other test, is otherwise
-the original):
-
-* ``build_schema(with_imported=True)`` adds ``imported``, a table of a union of shapes
-  (``define_ent(A | B)``);
-* ``build_schema(soft_detail=True)`` declares ``headshots.detail`` with
-  ``deletion="soft"`` (soft deletion on the stored end of a 1:1 edge); without it the edge
-  has no deletion option.
-
-Once ents accepts both, they can become the default.
+``build_schema()`` is the original, with ``imported``, a table of a union of shapes
+(``define_ent(A | B)``), and ``headshots.detail`` declared with ``deletion="soft"`` (soft
+deletion on the stored end of a 1:1 edge). ``build_schema(with_imported=False)`` leaves
+``imported`` out and ``build_schema(soft_detail=False)`` declares ``detail`` without a
+deletion option.
 """
 
 from __future__ import annotations
@@ -43,7 +37,7 @@ class ImportedStr(BaseModel):
     str: str
 
 
-def tables(*, soft_detail: bool = False) -> dict[str, Any]:
+def tables(*, soft_detail: bool = True) -> dict[str, Any]:
     """Every table of the test project but ``imported`` (see the module docstring)."""
     detail: dict[str, Any] = {"deletion": "soft"} if soft_detail else {}
     return {
@@ -130,7 +124,7 @@ def imported() -> Any:
     )
 
 
-def build_schema(*, with_imported: bool = False, soft_detail: bool = False) -> EntSchema:
+def build_schema(*, with_imported: bool = True, soft_detail: bool = True) -> EntSchema:
     """The test project's schema; see the module docstring for the two options."""
     t = tables(soft_detail=soft_detail)
     if with_imported:

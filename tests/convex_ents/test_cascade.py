@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from ents import App
 
 
-@pytest.mark.xfail(strict=True, reason="pending: optional-edge cascade")
 def test_scheduled_delete(app: App) -> None:
     # "scheduled delete" (cascade.test.ts); the App's clock is a FakeClock (vi.useFakeTimers)
     # and `t.finishAllScheduledFunctions(vi.runAllTimers)` is app.finish_all_scheduled_functions().

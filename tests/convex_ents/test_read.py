@@ -781,7 +781,6 @@ def test_get_many_via_index_on_system_tables(app: App) -> None:
     app.run(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: union tables")
 def test_union_shape(make_app: Any) -> None:
     # "union shape" (read.test.ts)
     app = ents_app(make_app, build_schema(with_imported=True))
@@ -798,7 +797,6 @@ def test_union_shape(make_app: Any) -> None:
     app.run(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: union tables")
 def test_union_shape_index(make_app: Any) -> None:
     # "union shape index" (read.test.ts)
     app = ents_app(make_app, build_schema(with_imported=True))

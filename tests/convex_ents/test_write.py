@@ -540,7 +540,6 @@ def test_cascading_deletes(app: App) -> None:
     app.run(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: soft 1:1 stored edge")
 def test_hard_deletion_through_field_edge(make_app: Any) -> None:
     # "hard deletion through field edge" (write.test.ts); the App's clock is a FakeClock
     app = ents_app(make_app, build_schema(soft_detail=True))
@@ -577,7 +576,6 @@ def test_hard_deletion_through_field_edge(make_app: Any) -> None:
     app.run(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: soft 1:1 stored edge")
 def test_soft_deletion_through_field_edge(make_app: Any) -> None:
     # "soft deletion through field edge" (write.test.ts)
     app = ents_app(make_app, build_schema(soft_detail=True))

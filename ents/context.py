@@ -24,6 +24,7 @@ from .errors import (
 )
 from .functions import a_kind
 from .query import Page, Query, SystemTableQuery, TableFactory, TableQuery
+from .rules import SkipRules, rules_view
 from .scheduler import Scheduler, follow_origin
 from .storage import Storage
 
@@ -201,8 +202,15 @@ class QueryCtx:
         """``ctx.table("users")``: read (and in mutations, write) ents."""
         t = self._table
         if t is None:
-            t = self._table = TableFactory(self._tx)
+            tx = self._tx
+            rules = tx.app.rules
+            t = self._table = TableFactory(tx if rules is None else rules_view(self, tx, rules))
         return t
+
+    @property
+    def skip_rules(self) -> SkipRules:
+        """``ctx.skip_rules.table(...)``: ``ctx.table`` without the App's rules."""
+        return SkipRules(self._tx)
 
     @property
     def db(self) -> Db:
@@ -394,6 +402,7 @@ class ActionCtx:
 
     db = _NoDb("ctx.db")
     table = _NoDb("ctx.table")
+    skip_rules = _NoDb("ctx.skip_rules")
 
     def __init__(self, app: App, identity: Any = None, job: int | None = None, function: str | None = None) -> None:
         self._app = app
@@ -476,6 +485,7 @@ class AsyncActionCtx:
 
     db = _NoDb("ctx.db")
     table = _NoDb("ctx.table")
+    skip_rules = _NoDb("ctx.skip_rules")
 
     def __init__(self, sync: ActionCtx) -> None:
         self._sync = sync

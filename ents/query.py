@@ -176,7 +176,9 @@ class Ent:
             self._open()  # raises
         edge = self._edge_def(name)
         if edge.kind in ("field", "ref"):
-            return _single_edge(self, edge)
+            found = _single_edge(self, edge)
+            rules = getattr(self._tx, "rules", None)  # App(rules=...): see rules.py
+            return found if rules is None or found is None else rules.visible(found)
         return _plural_edge(self, edge)
 
     def edge_x(self, name: str) -> Any:
@@ -193,7 +195,8 @@ class Ent:
                     table=self._rt.name,
                     id=self._id,
                 )
-            return result
+            rules = getattr(self._tx, "rules", None)
+            return result if rules is None else rules.require_readable(result)
         return _plural_edge(self, edge)
 
     def _edge_def(self, name: str) -> Edge:
@@ -213,16 +216,27 @@ class Ent:
         tx = self._tx
         if tx.closed:
             self._open()  # raises
+        rules = getattr(tx, "rules", None)
+        if rules is not None:
+            return rules.patch(self, value)  # type: ignore[no-any-return]
         return writer.patch(tx, self._rt, self._row[0], value)
 
     def replace(self, value: dict[str, Any]) -> str:
         """Replace all fields; many:many edges given are set exactly, omitted ones kept.
         Returns the id (with ``.get()``)."""
-        return writer.replace(self._open(), self._rt, self._row[0], value)
+        tx = self._open()
+        rules = getattr(tx, "rules", None)
+        if rules is not None:
+            return rules.replace(self, value)  # type: ignore[no-any-return]
+        return writer.replace(tx, self._rt, self._row[0], value)
 
     def delete(self) -> str:
         """Delete the ent following its table's deletion behavior and cascade rules."""
-        return deletion.delete_ent(self._open(), self._rt, self._row[0])
+        tx = self._open()
+        rules = getattr(tx, "rules", None)
+        if rules is not None:
+            return rules.delete(self)  # type: ignore[no-any-return]
+        return deletion.delete_ent(tx, self._rt, self._row[0])
 
 
 def _as_doc(value: Any) -> Any:
@@ -619,6 +633,10 @@ class Query:
     def _rows(self, limit: int | None, after: list[Any] | None = None) -> Iterator[list[tuple[Any, ...]]]:
         """Raw rows in chunks, following the keyset from ``after``."""
         tx = self._open()
+        rules = getattr(tx, "rules", None)
+        if rules is not None:  # App(rules=...): only the rows the read rule allows
+            yield from rules.rows(self, limit, after)
+            return
         # Compiled once per read (not per chunk), and first: a bad filter or range is refused
         # even when there is no row. Not kept across reads: row-key bounds derived from
         # creation times hold only for the rows there are now.
@@ -707,6 +725,9 @@ class Query:
         ``ctx.table("parents", "by_grp", lambda q: q.eq("grp", "a")).delete()``. Tables with
         soft or scheduled deletion are soft-deleted (and their hard deletion scheduled).
         """
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.delete_query(self)  # type: ignore[no-any-return]
         rids = [self._row_of(r)[0] for rows in self._rows(self._limit) for r in rows]
         return deletion.delete_many(self._tx, self._rt, rids)
 
@@ -743,7 +764,10 @@ class Query:
     def paginate(self, opts: dict[str, Any]) -> Page:
         """A page: ``{"page": [ents], "is_done": bool, "continue_cursor": str}``, a
         :class:`Page` whose ``.map(fn)`` maps the ents of the page."""
-        self._open()
+        tx = self._open()
+        rules = getattr(tx, "rules", None)
+        if rules is not None:  # the page is read as without rules, then filtered
+            return rules.paginate(self, opts)  # type: ignore[no-any-return]
         if not isinstance(opts, dict):
             raise ValidationError('paginate() takes {"num_items": n, "cursor": None or a cursor}', table=self._rt.name)
         n = opts.get("num_items", opts.get("numItems"))
@@ -847,7 +871,9 @@ class IdsQuery:
         """The first id; EntNotFoundError when there is none."""
         first = self.first()
         if first is None:
-            raise EntNotFoundError(f'Expected at least one id of table "{self._q._rt.name}", found none', table=self._q._rt.name)
+            raise EntNotFoundError(
+                f'Expected at least one ID, but got none (of table "{self._q._rt.name}")', table=self._q._rt.name
+            )
         return first
 
     def unique(self) -> str | None:
@@ -855,7 +881,7 @@ class IdsQuery:
         ids = self._read(self._q.take(2))
         if len(ids) > 1:
             raise NotUniqueError(
-                f'Expected at most one id of table "{self._q._rt.name}", found more (`{ids[0]}`, `{ids[1]}`, ...)',
+                f'Expected at most one ID of table "{self._q._rt.name}", got more (`{ids[0]}`, `{ids[1]}`, ...)',
                 table=self._q._rt.name,
             )
         return ids[0] if ids else None
@@ -864,7 +890,9 @@ class IdsQuery:
         """The only id; EntNotFoundError when there is none, NotUniqueError when several."""
         only = self.unique()
         if only is None:
-            raise EntNotFoundError(f'Expected exactly one id of table "{self._q._rt.name}", found none', table=self._q._rt.name)
+            raise EntNotFoundError(
+                f'Expected one unique ID, but got none (of table "{self._q._rt.name}")', table=self._q._rt.name
+            )
         return only
 
     def map(self, fn: Callable[[str], Any]) -> list[Any]:
@@ -1029,6 +1057,9 @@ class TableQuery(Query):
 
     def get(self, *args: Any) -> Ent | None:
         """``get(id)``, or ``get(index_or_unique_field, *values)``; None if not found."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.get(self, args)  # type: ignore[no-any-return]
         if len(args) == 1:
             return self._get_id(args[0])
         if len(args) < 2:
@@ -1037,6 +1068,9 @@ class TableQuery(Query):
 
     def get_x(self, *args: Any) -> Ent:
         """Like :meth:`get` but raises EntNotFoundError when nothing matches."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.get_x(self, args)  # type: ignore[no-any-return]
         ent = self._get_id(args[0]) if len(args) == 1 else self.get(*args)
         if ent is None:
             if len(args) == 1:
@@ -1094,6 +1128,9 @@ class TableQuery(Query):
 
     def get_many(self, *args: Any) -> list[Ent | None]:
         """``get_many(ids)`` or ``get_many(index, values)``: results in order, None where missing."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.get_many(self, args)  # type: ignore[no-any-return]
         rt = self._rt
         tx = self._open()
         if len(args) == 1:
@@ -1109,6 +1146,8 @@ class TableQuery(Query):
             raise ValidationError("get_many() takes a list of ids, or an index name and a list of values", table=rt.name)
         name, values = args[0], list(args[1])
         resolved = rt.table.resolve_index(name) if isinstance(name, str) else None
+        if resolved is None and name == "by_id":
+            return self.get_many(values)
         if resolved is None or len(resolved[1]) != 1:
             raise ValidationError(
                 f'get_many() on table "{rt.name}" needs a single-field index or unique field, got {name!r}',
@@ -1135,6 +1174,9 @@ class TableQuery(Query):
 
     def get_many_x(self, *args: Any) -> list[Ent]:
         """Like :meth:`get_many` but raises EntNotFoundError if any is missing."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.get_many_x(self, args)  # type: ignore[no-any-return]
         out = self.get_many(*args)
         for i, ent in enumerate(out):
             if ent is None:
@@ -1159,11 +1201,18 @@ class TableQuery(Query):
         tx = self._tx
         if tx.closed:
             self._open()  # raises
+        rules = getattr(tx, "rules", None)
+        if rules is not None:
+            return rules.insert(self, value)  # type: ignore[no-any-return]
         return writer.insert(tx, self._rt, value)
 
     def insert_many(self, values: Sequence[dict[str, Any]]) -> list[str]:
         """Insert several ents in one go; all or none."""
-        return writer.insert_many(self._open(), self._rt, values)
+        tx = self._open()
+        rules = getattr(tx, "rules", None)
+        if rules is not None:
+            return rules.insert_many(self, values)  # type: ignore[no-any-return]
+        return writer.insert_many(tx, self._rt, values)
 
 
 class SystemTableQuery(TableQuery):

@@ -340,6 +340,7 @@ def test_every_table_has_the_by_id_index(app: Any, ids: dict[str, str]) -> None:
         return {
             "table": [u.name for u in ctx.table("users", "by_id", lambda q: q.eq("_id", ids["bob"]))],
             "get": ctx.table("users").get("by_id", ids["ada"]).name,
+            "many": [u.name for u in ctx.table("users").get_many("by_id", [ids["bob"], ids["ada"]])],
             "db": [d["name"] for d in ctx.db.query("users").with_index("by_id", lambda q: q.eq("_id", ids["ada"])).collect()],
             "jobs": [j._id for j in ctx.table("_scheduled_functions", "by_id", lambda q: q.eq("_id", job_id))],
             "system": ctx.db.system.query("_scheduled_functions").with_index("by_id", lambda q: q.eq("_id", other)).unique()["_id"],
@@ -349,6 +350,7 @@ def test_every_table_has_the_by_id_index(app: Any, ids: dict[str, str]) -> None:
 
     got = app.run(body)
     assert got["table"] == ["Bob"] and got["get"] == "Ada" and got["db"] == ["Ada"]
+    assert got["many"] == ["Bob", "Ada"]
     assert got["jobs"] == [got["ids"][0]] and got["system"] == got["ids"][1]
     assert got["storage"] == 5
 

@@ -242,7 +242,7 @@ def test_actions_claimed_by_a_commit_whose_reply_was_lost_are_not_stuck(make_app
 
     @app.internal_action(name="lost:slow")
     def slow(ctx: Any) -> None:
-        release.wait(30)
+        assert release.wait(120), "the test never released the action"
 
     @app.internal_action(name="lost:quick")
     def quick(ctx: Any, i: int) -> None:

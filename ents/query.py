@@ -20,7 +20,7 @@ from . import deletion, writer
 from .errors import EntNotFoundError, InvalidIdError, NotUniqueError, ReadOnlyError, ValidationError
 from .expressions import compile_filter, compile_range
 from .schema import Edge
-from .values import Doc, dumps, loads
+from .values import Doc, cursor_value_ok, dumps, loads, show
 
 if TYPE_CHECKING:
     from .runtime import TableRuntime
@@ -391,7 +391,7 @@ class Query:
     def order(self, direction: str, index: str | None = None) -> Query:
         """Order ``"asc"`` or ``"desc"`` (by the index, or by creation time)."""
         if direction not in ("asc", "desc"):
-            raise ValidationError(f'order() takes "asc" or "desc", got {direction!r}', table=self._rt.name)
+            raise ValidationError(f'order() takes "asc" or "desc", got {show(direction)}', table=self._rt.name)
         changes: dict[str, Any] = {"desc": direction == "desc"}
         if index is not None:
             if self._index is not None and self._index != index:
@@ -405,7 +405,7 @@ class Query:
     def take(self, n: int) -> Query:
         """At most ``n`` results (still lazy; iterate, index or ``len()`` it)."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ValidationError(f"take() needs a non-negative integer, got {n!r}", table=self._rt.name)
+            raise ValidationError(f"take() needs a non-negative integer, got {show(n)}", table=self._rt.name)
         limit = n if self._limit is None else min(n, self._limit)
         return self._clone(limit=limit)
 
@@ -706,7 +706,7 @@ class Query:
             raise ValidationError('paginate() takes {"num_items": n, "cursor": None or a cursor}', table=self._rt.name)
         n = opts.get("num_items", opts.get("numItems"))
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ValidationError(f'paginate() needs "num_items" as a non-negative integer, got {n!r}', table=self._rt.name)
+            raise ValidationError(f'paginate() needs "num_items" as a non-negative integer, got {show(n)}', table=self._rt.name)
         cursor = opts.get("cursor")
         after = self._decode_cursor(cursor) if cursor else None
         if after == "end":
@@ -738,16 +738,26 @@ class Query:
             data = loads(raw)
             sig, key = data["s"], data["k"]
         except Exception:
-            raise ValidationError(f"Invalid pagination cursor {cursor!r}", table=self._rt.name) from None
+            raise ValidationError(f"Invalid pagination cursor {show(cursor)}", table=self._rt.name) from None
         if sig != self._signature():
             raise ValidationError(
                 f'This pagination cursor belongs to another query (not this one on table "{self._rt.name}"); '
                 "pass the cursor back to the query that produced it",
                 table=self._rt.name,
             )
-        if key != "end" and not isinstance(key, list):
-            raise ValidationError(f"Invalid pagination cursor {cursor!r}", table=self._rt.name)
+        if key != "end" and not (isinstance(key, list) and self._cursor_key_ok(key)):
+            raise ValidationError(f"Invalid pagination cursor {show(cursor)}", table=self._rt.name)
         return key
+
+    def _cursor_key_ok(self, key: list[Any]) -> bool:
+        """Whether each value of a (possibly forged) cursor key fits its column."""
+        fields = self._rt.table.fields
+        kinds: list[str] = [fields[f].kind for f in self._index_fields()]
+        tail = len(key) - len(kinds)
+        if tail not in (1, 2):
+            return False
+        kinds += ["time", "rid"][-tail:]
+        return all(cursor_value_ok(k, v) for k, v in zip(kinds, key, strict=True))
 
 
 def keyset(
@@ -914,7 +924,7 @@ class TableQuery(Query):
     def _by_index(self, name: Any, values: Sequence[Any]) -> Query:
         rt = self._rt
         if not isinstance(name, str):
-            raise ValidationError(f'get() on table "{rt.name}": index name must be a string, got {name!r}', table=rt.name)
+            raise ValidationError(f'get() on table "{rt.name}": index name must be a string, got {show(name)}', table=rt.name)
         resolved = rt.table.resolve_index(name)
         if resolved is None:
             known = ", ".join(f'"{n}"' for n in rt.table.index_names()) or "none"
@@ -958,7 +968,7 @@ class TableQuery(Query):
         resolved = rt.table.resolve_index(name) if isinstance(name, str) else None
         if resolved is None or len(resolved[1]) != 1:
             raise ValidationError(
-                f'get_many() on table "{rt.name}" needs a single-field index or unique field, got {name!r}',
+                f'get_many() on table "{rt.name}" needs a single-field index or unique field, got {show(name)}',
                 table=rt.name,
             )
         field = resolved[1][0]

@@ -16,7 +16,7 @@ from pydantic import ValidationError as PydanticValidationError
 from .errors import EntNotFoundError, ReadOnlyError, UniqueConstraintError, ValidationError
 from .fields import MISSING, raise_validation
 from .schema import Edge
-from .values import float_of
+from .values import float_of, show
 
 if TYPE_CHECKING:
     from .runtime import TableRuntime
@@ -77,7 +77,7 @@ def _split(rt: TableRuntime, value: Any, *, allow_system: bool = False) -> tuple
     for key, v in value.items():
         if not isinstance(key, str):  # e.g. {1: "x"}: refuse before using it as a name
             raise ValidationError(
-                f'Field names in a document for table "{rt.name}" are strings, got {type(key).__name__} {key!r}',
+                f'Field names in a document for table "{rt.name}" are strings, got {type(key).__name__} {show(key)}',
                 table=rt.name,
             )
         edge = table.edges.get(key)

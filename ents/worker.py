@@ -745,6 +745,8 @@ class Worker:
         # Set when a worker process on this machine that held leases died: its actions are
         # recovered before the next step (see _DeathWatch).
         self._recover_now = False
+        # Set while the loop sleeps waiting for work (tests wait for it before they act).
+        self._sleeping = threading.Event()
         self._done = threading.Event()
         self._done.set()  # not running yet: stop() has nothing to wait for
         self.jobs_run = 0
@@ -928,5 +930,7 @@ class Worker:
         with self._cond:
             self._wake_at = min(candidates) if candidates else None
             if not self._woken and not self._stopping and not self._recover_now and timeout > 0:
+                self._sleeping.set()
                 self._cond.wait(timeout)
+                self._sleeping.clear()
             self._wake_at = None

@@ -71,7 +71,7 @@ from croniter import CroniterBadDateError, CroniterError, croniter
 from .errors import FunctionNotFoundError, SchedulerError, ValidationError
 from .functions import FunctionDef
 from .scheduler import JOBS, schedule
-from .values import Doc, check_str, normalize, show
+from .values import Doc, check_str, float_of, normalize, show, show_name
 
 if TYPE_CHECKING:
     from .app import App
@@ -102,14 +102,16 @@ _ACTIVE = ("pending", "inProgress")
 
 
 def _fail(name: str, message: str, function: str | None = None) -> SchedulerError:
-    return SchedulerError(f'Cron "{name}": {message}', function=function)
+    return SchedulerError(f'Cron "{show_name(name)}": {message}', function=function)
 
 
 def _interval(name: str, spec: Any) -> dict[str, Any]:
     if not isinstance(spec, Mapping) or len(spec) != 1 or next(iter(spec)) not in _UNITS:
         raise _fail(name, f'an interval is one of {{"seconds": n}}, {{"minutes": n}} or {{"hours": n}}; got {show(spec)}')
     unit, n = next(iter(spec.items()))
-    if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) or n <= 0:
+    # float_of: math.isfinite() itself overflows on an integer beyond a float's range
+    as_float = float_of(n) if isinstance(n, (int, float)) and not isinstance(n, bool) else None
+    if as_float is None or not math.isfinite(as_float) or n <= 0:
         raise _fail(name, f"the interval must be a positive number of {unit}, got {show(n)}")
     seconds = n * _UNITS[unit]
     if isinstance(seconds, float) and seconds.is_integer():

@@ -92,7 +92,7 @@ def _check_storable(annotation: Any, where: str) -> None:
     if origin in (dict, typing.Dict):  # noqa: UP006
         args = get_args(annotation)
         if args and args[0] is not str:
-            raise SchemaError(f"{where}: dict keys must be str, got {args[0]!r}")
+            raise SchemaError(f"{where}: dict keys must be str, got {show(args[0])}")
         for arg in args[1:]:
             _check_storable(arg, where)
         return
@@ -101,7 +101,7 @@ def _check_storable(annotation: Any, where: str) -> None:
             _check_storable(arg, where)
         return
     raise SchemaError(
-        f"{where}: type {annotation!r} is not supported. Use str, int, float, bool, bytes, "
+        f"{where}: type {show(annotation)} is not supported. Use str, int, float, bool, bytes, "
         "list[...], dict[str, ...], Optional[...], Literal[...], Id[\"table\"] or a pydantic model"
     )
 

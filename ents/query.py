@@ -20,7 +20,7 @@ from . import deletion, writer
 from .errors import EntNotFoundError, InvalidIdError, NotUniqueError, ReadOnlyError, ValidationError
 from .expressions import compile_filter, compile_range
 from .schema import Edge
-from .values import Doc, cursor_value_ok, dumps, loads, show
+from .values import Doc, cursor_value_ok, dumps, loads, show, show_name
 
 if TYPE_CHECKING:
     from .runtime import TableRuntime
@@ -184,7 +184,7 @@ class Ent:
         if edge is None:
             known = ", ".join(f'"{e}"' for e in self._rt.table.edges) or "none"
             raise ValidationError(
-                f'Table "{self._rt.name}" has no edge "{name}" (edges: {known})', table=self._rt.name
+                f'Table "{self._rt.name}" has no edge "{show_name(name)}" (edges: {known})', table=self._rt.name
             )
         return edge
 
@@ -370,7 +370,7 @@ class Query:
         self._edge = edge
         if index is not None and rt.table.resolve_index(index) is None and index != "by_creation_time":
             known = ", ".join(f'"{n}"' for n in rt.table.index_names()) or "none"
-            raise ValidationError(f'Table "{rt.name}" has no index "{index}" (indexes: {known})', table=rt.name)
+            raise ValidationError(f'Table "{rt.name}" has no index "{show_name(index)}" (indexes: {known})', table=rt.name)
 
     def _clone(self, **changes: Any) -> Query:
         q = object.__new__(type(self))
@@ -906,7 +906,7 @@ class TableQuery(Query):
                     table=self._rt.name,
                     id=str(args[0]),
                 )
-            values = ", ".join(f"`{v}`" for v in args[1:])
+            values = ", ".join(f"`{show_name(v)}`" for v in args[1:])
             raise EntNotFoundError(
                 f'Document not found in table "{self._rt.name}" with "{args[0]}" equal to {values}',
                 table=self._rt.name,
@@ -983,7 +983,7 @@ class TableQuery(Query):
             k = e._row[col]
             if k in by_key:
                 raise NotUniqueError(
-                    f'get_many() on table "{rt.name}": several documents have "{field}" equal to `{values[keys.index(k)]}`',
+                    f'get_many() on table "{rt.name}": several documents have "{field}" equal to `{show_name(values[keys.index(k)])}`',
                     table=rt.name,
                     field=field,
                 )
@@ -1061,5 +1061,5 @@ class TableFactory:
 
     def system(self, table: str, index: str | None = None, range_fn: Callable[[Any], Any] | None = None) -> TableQuery:
         if not isinstance(table, str) or not table.startswith("_"):
-            raise ValidationError(f'ctx.table.system() reads system tables; "{table}" is not one', table=table)
+            raise ValidationError(f'ctx.table.system() reads system tables; "{show_name(table)}" is not one', table=show_name(table))
         return self(table, index, range_fn)

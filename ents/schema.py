@@ -17,6 +17,7 @@ from pydantic import TypeAdapter
 from .errors import SchemaError
 from .fields import MISSING, FieldSpec, build_validator, field_spec, validate_default
 from .ids import IdRef
+from .values import float_of, show
 
 __all__ = ["define_ent", "define_ent_schema", "EntDefinition", "EntSchema", "TableDef", "Edge"]
 
@@ -34,7 +35,7 @@ def _check_name(kind: str, name: Any, where: str = "") -> None:
         raise SchemaError(f'Invalid {kind} name "{name}"{where}: names starting with "_" are reserved for {owner}')
     if not isinstance(name, str) or not _NAME.match(name) or len(name) > MAX_NAME:
         raise SchemaError(
-            f"Invalid {kind} name {name!r}{where}: use letters, digits and underscores, "
+            f"Invalid {kind} name {show(name)}{where}: use letters, digits and underscores, "
             f"starting with a letter, at most {MAX_NAME} characters"
         )
 
@@ -286,7 +287,7 @@ class EntDefinition:
         """Declare an index over ``fields`` (in order); results are then ordered by them."""
         _check_name("index", name)
         if not isinstance(fields, (list, tuple)) or not fields or not all(isinstance(f, str) for f in fields):
-            raise SchemaError(f'Index "{name}" needs a non-empty list of field names, got {fields!r}')
+            raise SchemaError(f'Index "{name}" needs a non-empty list of field names, got {show(fields)}')
         self._indexes.append((name, tuple(fields)))
         return self
 
@@ -295,12 +296,13 @@ class EntDefinition:
         if self._deletion is not None:
             raise SchemaError("Deletion behavior can only be specified once")
         if kind not in ("soft", "scheduled"):
-            raise SchemaError(f'Deletion behavior must be "soft" or "scheduled", got {kind!r}')
+            raise SchemaError(f'Deletion behavior must be "soft" or "scheduled", got {show(kind)}')
         if delay_ms is not None:
             if kind != "scheduled":
                 raise SchemaError('`delay_ms` only applies to "scheduled" deletion')
-            if not isinstance(delay_ms, (int, float)) or isinstance(delay_ms, bool) or delay_ms < 0:
-                raise SchemaError(f"`delay_ms` must be a non-negative number, got {delay_ms!r}")
+            as_float = float_of(delay_ms) if isinstance(delay_ms, (int, float)) and not isinstance(delay_ms, bool) else None
+            if as_float is None or not 0 <= as_float < float("inf"):
+                raise SchemaError(f"`delay_ms` must be a non-negative number, got {show(delay_ms)}")
         self._deletion = kind
         self._deletion_delay_ms = float(delay_ms or 0)
         return self

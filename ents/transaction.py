@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .errors import EntsError, ReadOnlyError
-from .values import show
+from .values import show_name
 
 if TYPE_CHECKING:
     from .app import App
@@ -106,7 +106,7 @@ class Transaction:
         rt = self.runtimes.get(table) if isinstance(table, str) else None
         if rt is None:
             known = ", ".join(sorted(t for t in self.runtimes if not self.app.schema.tables[t].is_edge_table))
-            shown = table if isinstance(table, str) and len(table) <= 60 else show(table)
+            shown = show_name(table)
             raise EntsError(f'Table "{shown}" is not defined in the schema (tables: {known})', table=shown)
         return rt
 

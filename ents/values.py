@@ -70,6 +70,13 @@ def show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def show_name(value: Any, limit: int = 60) -> str:
+    """A name or value for a message: a short string as it is, anything else via :func:`show`."""
+    if type(value) is str and len(value) <= limit:
+        return value
+    return show(value, limit)
+
+
 def show_path(path: str) -> str:
     """A field path for a message, clipped (a path may run through huge keys or many levels)."""
     return path if len(path) <= 80 else path[:77] + "..."

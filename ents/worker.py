@@ -788,6 +788,7 @@ class Worker:
     def run(self) -> None:
         """Run until :meth:`stop` is called."""
         app = self.app
+        self._deaths = _DeathWatch(self._on_death)
         self._done.clear()
         remove_wake = app._on_wake(self.wake)
         stop_watch = app.backend.watch(lambda: self.wake(None), self.poll_interval)
@@ -795,7 +796,6 @@ class Worker:
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="ents-action")
         log.info("worker %s started on %s (concurrency %d)", self.owner, app.backend.describe(), self.concurrency)
         sweeper: threading.Thread | None = None
-        self._deaths = _DeathWatch(self._on_death)
         try:
             _reconcile(app)
             self.executor.recover_abandoned()

@@ -158,7 +158,8 @@ hostile_scalar = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(),
-    st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64, 10**30, -(10**100), 10**400, -(10**400), HUGE, -HUGE]),
+    st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64, 10**30, -(10**100), 10**400, -(10**400)]),
+    st.sampled_from([1, -1]).map(lambda sign: sign * HUGE),  # mapped: hypothesis reprs sampled_from's list
     st.floats(),
     st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 1e308, 5e-324]),
     hostile_text,
@@ -276,7 +277,9 @@ def test_hostile_field_values_on_insert_patch_replace(make_app: Any, backend: st
         if ok:
             stored = app.run(lambda ctx: ctx.table("things").get_x(id).doc())
             for k, v in values.items():
-                if k in GOOD and k not in ("m",) and type(v) in (str, int, bytes, bool):
+                if k == "f" and type(v) is int:  # a float field stores an int as a float
+                    assert stored[k] == v and type(stored[k]) is float, (k, v, stored[k])
+                elif k in GOOD and k not in ("m",) and type(v) in (str, int, bytes, bool):
                     assert stored[k] == v and type(stored[k]) is type(v), (k, v, stored[k])
             # Undo so that unique values do not pile up between examples.
             if op in ("insert", "insert_many"):

@@ -218,7 +218,9 @@ class PostgresBackend(Backend):
     def describe(self) -> str:
         """``postgresql://host:port/db``: no user, password or options."""
         hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self._hosts)
-        return f"postgresql://{hosts}{urlsplit(self.url).path}"
+        head = self.url.partition("://")[2].partition("?")[0].partition("#")[0]
+        _, slash, database = head[head.rfind("@") + 1 :].partition("/")  # as in _hosts
+        return f"postgresql://{hosts}{slash}{database}"
 
     def storage_namespace(self) -> str:
         with self.connection() as conn:

@@ -292,10 +292,17 @@ class PostgresBackend(Backend):
     def _notify_channel(self, channel: str) -> None:
         """NOTIFY ``channel`` from a pooled connection (best effort: used to stop a listener)."""
         try:
-            with self.connection() as conn:
-                conn.execute(f"NOTIFY {channel}")
-        except Exception:  # a closed pool or a lost server: the listener times out instead
+            # A short wait for a connection: when every one is busy, the listener's own
+            # wait (LISTEN_WAIT_S) ends it soon enough.
+            raw = self.pool.getconn(timeout=1.0)
+        except Exception:  # a closed pool or a lost server: likewise
+            return
+        try:
+            raw.execute(f"NOTIFY {channel}")  # pooled connections are in autocommit mode
+        except Exception:
             pass
+        finally:
+            self.pool.putconn(raw)
 
     def close(self) -> None:
         self.pool.close()

@@ -6,11 +6,19 @@ database with a schema that adds tables, fields with defaults, optional fields, 
 indexes migrates it in place; nothing is ever dropped except indexes ents created and the
 schema no longer declares. A change that would need data that does not exist (a required
 field added to a table that has rows) fails with a SchemaError instead.
+
+Each field's type is remembered in ``_ents_tables`` (see :func:`ents.fields.describe_field`).
+On open, a field whose type changed is checked against the documents: a widening (adding
+``None``, a union member or a Literal value, ``int`` to ``float``) is accepted, converting
+the stored values when their storage changes (e.g. ``str`` to ``str | int``, stored as
+JSON); anything else is refused with a SchemaError unless no document holds a value it
+would reject. Every check is a bounded query (``LIMIT 1``), run only for a changed field.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import time
 from collections.abc import Callable
@@ -20,7 +28,16 @@ import sqlalchemy as sa
 from sqlalchemy.schema import CreateTable
 
 from .errors import SchemaError
-from .fields import FieldSpec
+from .fields import (
+    TYPE_DESCRIPTION_VERSION,
+    FieldSpec,
+    allows_null,
+    describe_field,
+    describe_value,
+    type_accepts,
+    type_text,
+    without_null,
+)
 from .ids import FIRST_USER_TABLE, MAX_TABLES, SYSTEM_TABLE_NUMBERS
 from .schema import TableDef
 from .values import show
@@ -29,7 +46,11 @@ META_TABLE = "_ents_tables"
 
 
 def column_type(spec: FieldSpec, json_type: Any) -> Any:
-    kind = spec.kind
+    return kind_type(spec.kind, json_type)
+
+
+def kind_type(kind: str, json_type: Any) -> Any:
+    """The SQLAlchemy column type that stores values of a storage kind."""
     if kind == "str":
         return sa.Text()
     if kind in ("int", "id"):
@@ -124,6 +145,10 @@ class Introspection:
         several_rows: Callable[[str], bool] | None = None,
         duplicate: Callable[[str, tuple[str, ...]], tuple[Any, ...] | None] | None = None,
         index_sql: Callable[[str], dict[str, str] | None] | None = None,
+        value: Callable[[str, str], tuple[Any] | None] | None = None,
+        nulls: Callable[[str, str], bool] | None = None,
+        outside: Callable[[str, str, list[Any]], tuple[Any] | None] | None = None,
+        beyond: Callable[[str, str, int], tuple[Any] | None] | None = None,
     ) -> None:
         self.tables = tables
         self.columns = columns
@@ -135,6 +160,14 @@ class Introspection:
         self.duplicate = duplicate or (lambda table, columns: None)
         #: each index's definition as stored (None where the backend cannot tell)
         self.index_sql = index_sql or (lambda table: None)
+        #: ``(value,)`` for one non-null value stored in a column, or None
+        self.value = value or (lambda table, column: None)
+        #: whether some document has no value in a column
+        self.nulls = nulls or (lambda table, column: False)
+        #: ``(value,)`` for one non-null value of a column not among the given ones, or None
+        self.outside = outside or (lambda table, column, values: None)
+        #: ``(value,)`` for one number of a column beyond +-bound, or None
+        self.beyond = beyond or (lambda table, column, bound: None)
 
 
 def plan(
@@ -147,8 +180,14 @@ def plan(
     include_rid: bool = False,
     json_expr: Callable[[str], str] | None = None,
     rid_order: bool = False,
+    stored: dict[str, dict[str, Any]] | None = None,
+    encode: Callable[[str, Any], str] | None = None,
 ) -> tuple[list[str], list[tuple[str, tuple[Any, ...]]]]:
-    """Statements that bring the database to ``tables``: DDL, then backfills (sql, params)."""
+    """Statements that bring the database to ``tables``: DDL, then backfills (sql, params).
+
+    ``stored`` holds the field descriptions remembered for each table (tables without
+    any are not checked); ``encode`` turns a row key into an id for messages.
+    """
     ddl: list[str] = []
     backfill: list[tuple[str, tuple[Any, ...]]] = []
     metadata = sa.MetaData()
@@ -187,8 +226,32 @@ def plan(
             ddl.append(f"ALTER TABLE {q(t.name)} ADD COLUMN {q(spec.name)} {coltype}")
             if spec.has_default and spec.default is not None:
                 backfill.append((t.name, (spec.name, spec.default)))
+        conversions: list[str] = []
+        known = None if stored is None or t.is_system else stored.get(t.name)
+        if known is not None:
+            for spec in t.fields.values():
+                old = known.get(spec.name)
+                if spec.name not in have or old is None:
+                    continue
+                new = _json_roundtrip(describe_field(spec))
+                if old == new:
+                    continue
+                change = _FieldChange(t, spec, old, new, existing, encode)
+                conversions += change.statements(dialect.name, q, json_type, dialect)
+                if change.fill_default:
+                    backfill.append((t.name, (spec.name, spec.default)))
         current = existing.indexes(t.name)
         prefix = f"ix_{t.name}__"
+        defined = existing.index_sql(t.name) or {}
+        if conversions:
+            # Indexes over a converted column change (a JSON column is indexed by the value
+            # it encodes), and SQLite cannot drop an indexed column: rebuild them all.
+            for name in sorted(current):
+                if name.startswith(prefix):
+                    ddl.append(f"DROP INDEX IF EXISTS {q(name)}")
+            current = {n for n in current if not n.startswith(prefix)}
+            defined = {}
+            ddl.extend(conversions)
         for name in sorted(current):
             if name.startswith(prefix) and name not in wanted_indexes:
                 ddl.append(f"DROP INDEX IF EXISTS {q(name)}")
@@ -198,6 +261,19 @@ def plan(
                 continue
             shared = existing.duplicate(t.name, fields)
             if shared is not None:
+                edge = _edge_of(t, fields[0]) if len(fields) == 1 else None
+                if edge is not None:
+                    value = shared[0]
+                    if encode is not None and edge.to and not edge.to.startswith("_"):
+                        value = encode(edge.to, value)
+                    raise SchemaError(
+                        f'Cannot make edge "{edge.name}" of table "{t.name}" 1:1: several documents '
+                        f'already point at the same document `{value}` of table "{edge.to}" through '
+                        f'field "{edge.field}"; keep the edge 1:many (.edges(..., ref=True) on the other '
+                        "end), or leave one document per target first",
+                        table=t.name,
+                        field=fields[0],
+                    )
                 what = ", ".join(f'"{f}"' for f in fields)
                 raise SchemaError(
                     f"Cannot make {what} of table \"{t.name}\" unique: several documents already "
@@ -206,7 +282,6 @@ def plan(
                     table=t.name,
                     field=fields[0],
                 )
-        defined = existing.index_sql(t.name) or {}
         for name, stmt in wanted_indexes.items():
             if name not in current:
                 ddl.append(stmt)
@@ -219,6 +294,202 @@ def plan(
                 ddl.append(f"DROP INDEX IF EXISTS {q(name)}")
                 ddl.append(stmt)
     return ddl, backfill
+
+
+def _json_roundtrip(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def _edge_of(t: TableDef, field: str) -> Any:
+    """The edge that stores its id in ``field`` of ``t``, if any."""
+    return next((e for e in t.edges.values() if e.kind == "field" and e.field == field), None)
+
+
+#: storage changes whose values ents converts in place: (old kind, new kind)
+_CONVERTIBLE = {("int", "float"), ("str", "json"), ("int", "json"), ("float", "json"), ("bool", "json")}
+#: integers beyond this cannot all be held exactly by a float
+_FLOAT_EXACT = 2**53
+
+
+class _FieldChange:
+    """A field whose remembered type differs from the schema's: checked against the
+    documents (bounded queries only), then the statements that convert its column."""
+
+    def __init__(
+        self, t: TableDef, spec: FieldSpec, old: dict[str, Any], new: dict[str, Any], existing: Introspection, encode: Callable[[str, Any], str] | None
+    ) -> None:
+        self.t = t
+        self.spec = spec
+        self.old = old
+        self.new = new
+        self.existing = existing
+        self.encode = encode
+        self.fill_default = False
+        self._sample: tuple[Any] | None | bool = False  # False: not looked up yet
+        self.edge = _edge_of(t, spec.name)
+        self._check_required()
+        self._check_values()
+        self._check_storage()
+
+    # -- what the documents hold ------------------------------------------------------
+
+    def sample(self) -> tuple[Any] | None:
+        if self._sample is False:
+            self._sample = self.existing.value(self.t.name, self.spec.name)
+        return self._sample  # type: ignore[return-value]
+
+    def shown(self, raw: Any) -> str:
+        old = without_null(self.old["t"])
+        if self.encode is not None and isinstance(old, dict) and "id" in old and isinstance(raw, int):
+            try:
+                return f"`{self.encode(old['id'], raw)}`"
+            except Exception:
+                pass
+        return describe_value(raw)
+
+    def what(self) -> str:
+        if self.edge is not None:
+            return f'Edge "{self.edge.name}" of table "{self.t.name}" (field "{self.spec.name}")'
+        return f'Field "{self.spec.name}" of table "{self.t.name}"'
+
+    def error(self, message: str) -> SchemaError:
+        return SchemaError(message, table=self.t.name, field=self.spec.name)
+
+    # -- checks -------------------------------------------------------------------------
+
+    def _check_required(self) -> None:
+        old_t, new_t = self.old["t"], self.new["t"]
+        if not allows_null(old_t) or allows_null(new_t):
+            return
+        if self.spec.has_default:
+            # Documents without it read as the default; store it, so queries see it too.
+            self.fill_default = self.spec.default is not None
+            return
+        if not self.existing.nulls(self.t.name, self.spec.name):
+            return
+        if self.edge is not None:
+            raise self.error(
+                f'{self.what()} was optional and is now required, but some documents have none; keep '
+                "optional=True, or set the edge on every document first (with the old schema)"
+            )
+        raise self.error(
+            f"{self.what()} was optional ({type_text(old_t)}) and is now required ({type_text(new_t)}), but "
+            "some documents lack it; keep it Optional, give it a default, or set it on every document "
+            "first (with the old schema)"
+        )
+
+    def _check_values(self) -> None:
+        old_v, new_v = without_null(self.old["t"]), without_null(self.new["t"])
+        if type_accepts(new_v, old_v):
+            return
+        found = self.sample()
+        if found is None:
+            return  # no document holds a value: any type will do
+        allowed = _literal_values(new_v)
+        if allowed is not None and self.old["k"] == self.new["k"] and self.new["k"] in ("str", "int"):
+            found = self.existing.outside(self.t.name, self.spec.name, allowed)
+            if found is None:
+                return  # every stored value is one the new Literal allows
+        if self.edge is not None and isinstance(old_v, dict) and "id" in old_v and isinstance(new_v, dict) and "id" in new_v:
+            raise self.error(
+                f'Edge "{self.edge.name}" of table "{self.t.name}" now points to table "{new_v["id"]}", but '
+                f'documents hold ids of table "{old_v["id"]}" in its field "{self.spec.name}" (e.g. '
+                f'{self.shown(found[0])}); point it back at "{old_v["id"]}", or store the new edge in another '
+                "field (field=...) and delete or clear the documents of the old one first"
+            )
+        raise self.error(
+            f"{self.what()} changed type from {type_text(self.old['t'])} to {type_text(self.new['t'])}, but "
+            f"documents hold values the new type does not accept (e.g. {self.shown(found[0])}); keep a type "
+            "that accepts the old values too (a union of both), or migrate in steps: add a new field, "
+            "copy the values into it, then remove this one"
+        )
+
+    def _check_storage(self) -> None:
+        pair = (self.old["k"], self.new["k"])
+        if pair[0] == pair[1] or self.sample() is None:
+            return
+        if pair not in _CONVERTIBLE:
+            raise self.error(
+                f"{self.what()} changed type from {type_text(self.old['t'])} to {type_text(self.new['t'])}, "
+                f"which ents stores differently ({pair[0]} vs {pair[1]}), and documents hold values (e.g. "
+                f"{self.shown(self.sample()[0])}) it cannot convert; migrate in steps: add a new field, "  # type: ignore[index]
+                "copy the values into it, then remove this one"
+            )
+        if pair == ("int", "float"):
+            big = self.existing.beyond(self.t.name, self.spec.name, _FLOAT_EXACT)
+            if big is not None:
+                raise self.error(
+                    f"{self.what()} changed type from int to float, but documents hold integers a float "
+                    f"cannot represent exactly (e.g. {big[0]}); keep it an int, or use int | float"
+                )
+
+    # -- conversion ---------------------------------------------------------------------
+
+    def statements(self, dialect_name: str, q: Callable[[str], str], json_type: Any, sa_dialect: Any) -> list[str]:
+        old_kind, new_kind = self.old["k"], self.new["k"]
+        if old_kind == new_kind:
+            return []
+        values = self.sample() is not None
+        tq, c = q(self.t.name), q(self.spec.name)
+        new_type = kind_type(new_kind, json_type).compile(dialect=sa_dialect)
+        old_type = kind_type(old_kind, json_type).compile(dialect=sa_dialect)
+        if dialect_name == "postgresql":
+            if not values:
+                using = f"NULL::{new_type}"
+            elif new_kind == "float":
+                using = f"{c}::double precision"
+            elif old_kind == "float":
+                # As ents writes floats: a whole number keeps its ".0", so it reads back a float.
+                using = f"CASE WHEN {c} = trunc({c}) THEN to_jsonb(round({c}::numeric, 1)) ELSE to_jsonb({c}) END"
+            else:
+                using = f"to_jsonb({c})"
+            return [f"ALTER TABLE {tq} ALTER COLUMN {c} TYPE {new_type} USING {using}"]
+        if not values:
+            if old_type == new_type:
+                return []
+            return [f"ALTER TABLE {tq} DROP COLUMN {c}", f"ALTER TABLE {tq} ADD COLUMN {c} {new_type}"]
+        expr = {
+            ("int", "float"): f"CAST({c} AS REAL)",
+            ("str", "json"): f"json_quote({c})",
+            ("int", "json"): f"CAST({c} AS TEXT)",
+            ("float", "json"): f"json_quote({c})",
+            ("bool", "json"): f"CASE WHEN {c} THEN 'true' ELSE 'false' END",
+        }[(old_kind, new_kind)]
+        if old_type == new_type:
+            return [f"UPDATE {tq} SET {c} = {expr} WHERE {c} IS NOT NULL"]
+        # SQLite cannot change a column's type: build the new column, then swap it in.
+        tmp = q(self.spec.name + "__ents_new")
+        return [
+            f"ALTER TABLE {tq} ADD COLUMN {tmp} {new_type}",
+            f"UPDATE {tq} SET {tmp} = {expr} WHERE {c} IS NOT NULL",
+            f"ALTER TABLE {tq} DROP COLUMN {c}",
+            f"ALTER TABLE {tq} RENAME COLUMN {tmp} TO {c}",
+        ]
+
+
+def _literal_values(desc: Any) -> list[Any] | None:
+    """The values of a type made only of Literal values, else None."""
+    members = desc["union"] if isinstance(desc, dict) and "union" in desc else [desc]
+    if not all(isinstance(m, dict) and "lit" in m for m in members):
+        return None
+    return [m["lit"] for m in members]
+
+
+def read_stored_types(text: Any) -> dict[str, Any] | None:
+    """The field descriptions remembered for a table (None: none, or of another format)."""
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("v") != TYPE_DESCRIPTION_VERSION or not isinstance(data.get("fields"), dict):
+        return None
+    return data["fields"]  # type: ignore[no-any-return]
+
+
+def stored_types_text(fields: dict[str, Any]) -> str:
+    return json.dumps({"v": TYPE_DESCRIPTION_VERSION, "fields": fields}, sort_keys=True, separators=(",", ":"))
 
 
 def assign_numbers(known: dict[str, int], tables: dict[str, TableDef]) -> dict[str, int]:
@@ -250,13 +521,21 @@ def sync_schema(backend: Any, tables: dict[str, TableDef]) -> dict[str, int]:
         existing = backend.introspect_tables(conn)
         if META_TABLE not in existing:
             conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {q(META_TABLE)} (name TEXT PRIMARY KEY, num INTEGER NOT NULL UNIQUE)"
+                f"CREATE TABLE IF NOT EXISTS {q(META_TABLE)} "
+                "(name TEXT PRIMARY KEY, num INTEGER NOT NULL UNIQUE, fields TEXT)"
             )
-        known = {name: int(num) for name, num in conn.execute(f"SELECT name, num FROM {q(META_TABLE)}").fetchall()}
+        elif "fields" not in backend.introspect_columns(conn, META_TABLE):
+            # A database from an ents that did not remember field types: they are recorded now.
+            conn.execute(f"ALTER TABLE {q(META_TABLE)} ADD COLUMN {q('fields')} TEXT")
+        rows = conn.execute(f"SELECT name, num, {q('fields')} FROM {q(META_TABLE)}").fetchall()
+        known = {name: int(num) for name, num, _ in rows}
+        stored_text = {name: text for name, _, text in rows}
+        stored = {name: f for name, text in stored_text.items() if (f := read_stored_types(text)) is not None}
         numbers = assign_numbers(known, tables)
         for name, num in numbers.items():
             if name not in known:
                 conn.execute(d.sql(f"INSERT INTO {q(META_TABLE)} (name, num) VALUES (?, ?)"), (name, num))
+        codec = IdCodec(numbers)
 
         def has_rows(table: str) -> bool:
             return conn.execute(f"SELECT 1 FROM {q(table)} LIMIT 1").fetchone() is not None
@@ -272,6 +551,30 @@ def sync_schema(backend: Any, tables: dict[str, TableDef]) -> dict[str, int]:
             ).fetchone()
             return tuple(row) if row is not None else None
 
+        def value(table: str, column: str) -> tuple[Any] | None:
+            c = q(column)
+            row = conn.execute(f"SELECT {c} FROM {q(table)} WHERE {c} IS NOT NULL LIMIT 1").fetchone()
+            return (row[0],) if row is not None else None
+
+        def nulls(table: str, column: str) -> bool:
+            c = q(column)
+            return conn.execute(f"SELECT 1 FROM {q(table)} WHERE {c} IS NULL LIMIT 1").fetchone() is not None
+
+        def outside(table: str, column: str, values: list[Any]) -> tuple[Any] | None:
+            c = q(column)
+            marks = ", ".join([d.param] * len(values))
+            row = conn.execute(
+                f"SELECT {c} FROM {q(table)} WHERE {c} IS NOT NULL AND {c} NOT IN ({marks}) LIMIT 1", tuple(values)
+            ).fetchone()
+            return (row[0],) if row is not None else None
+
+        def beyond(table: str, column: str, bound: int) -> tuple[Any] | None:
+            c = q(column)
+            row = conn.execute(
+                f"SELECT {c} FROM {q(table)} WHERE {c} > {d.param} OR {c} < {d.param} LIMIT 1", (bound, -bound)
+            ).fetchone()
+            return (row[0],) if row is not None else None
+
         intro = Introspection(
             existing,
             lambda t: backend.introspect_columns(conn, t),
@@ -280,6 +583,10 @@ def sync_schema(backend: Any, tables: dict[str, TableDef]) -> dict[str, int]:
             several_rows,
             duplicate,
             lambda t: backend.introspect_index_sql(conn, t),
+            value,
+            nulls,
+            outside,
+            beyond,
         )
         ddl, backfills = plan(
             tables,
@@ -291,10 +598,11 @@ def sync_schema(backend: Any, tables: dict[str, TableDef]) -> dict[str, int]:
             d.index_includes_rid,
             d.json_sort_expr,
             d.rid_order,
+            stored,
+            lambda table, rid: codec.encoder(table)(rid),
         )
         for stmt in ddl:
             conn.execute(stmt)
-        codec = IdCodec(numbers)
         for table, (column, default) in backfills:
             rt = TableRuntime(tables[table], d, codec)
             spec = tables[table].fields[column]
@@ -303,6 +611,16 @@ def sync_schema(backend: Any, tables: dict[str, TableDef]) -> dict[str, int]:
                 f"UPDATE {q(table)} SET {q(column)} = {mark} WHERE {q(column)} IS NULL",
                 (rt.to_db(spec, default),),
             )
+        # Remember every field's type (and keep those of fields the schema dropped: their
+        # columns and values stay, and a field added back under that name is checked).
+        for name, t in tables.items():
+            if t.is_system:
+                continue
+            fields = dict(stored.get(name, {}))
+            fields.update({f: _json_roundtrip(describe_field(spec)) for f, spec in t.fields.items()})
+            text = stored_types_text(fields)
+            if text != stored_text.get(name):
+                conn.execute(d.sql(f"UPDATE {q(META_TABLE)} SET {q('fields')} = ? WHERE name = ?"), (text, name))
         return numbers
 
     deadline = time.monotonic() + 60

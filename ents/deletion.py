@@ -1,13 +1,17 @@
 """Deleting ents: hard cascades, soft deletion and scheduled deletion.
 
-Hard deletion follows Convex Ents' rules, set-based: ents whose required edge points at
-a deleted ent are deleted too (recursively), optional edges pointing at it are unset,
-many:many edge rows are removed, and a stored edge marked ``deletion="hard"`` deletes the
-other end of a 1:1 edge, cancels a pending or running job in ``_scheduled_functions``,
-or deletes a file in ``_storage``. Each step is one statement per batch of ids, never
-one per row.
+Hard deletion follows Convex Ents' rules, set-based: ents whose edge field points at a
+deleted ent are deleted too (recursively), whether that edge is required or optional (as
+Convex Ents' writer does: it never unsets the field), many:many edge rows are removed,
+and a stored edge with a ``deletion`` option deletes the other end of a 1:1 edge (hard,
+whichever option, as in Convex Ents), cancels a pending or running job in
+``_scheduled_functions``, or deletes a file in ``_storage``. Each step is one statement
+per batch of ids, never one per row.
 
-Soft deletion sets ``deletion_time`` and follows edges marked ``deletion="soft"``.
+Soft deletion sets ``deletion_time`` and follows edges marked ``deletion="soft"``: the
+ents pointing at a soft-deleted ent along such an edge, and the other end of a stored 1:1
+edge marked so; an ent of a table with scheduled deletion reached that way also gets its
+hard deletion scheduled (Convex Ents soft-deletes it with its table's own behavior).
 Scheduled deletion soft-deletes now and hard-deletes later, through the scheduler, in
 bounded batches that delete children before parents and reschedule themselves. Unlike
 Convex Ents it tolerates an ent that is already gone, cancels linked jobs and deletes
@@ -67,13 +71,7 @@ def delete_many(tx: Transaction, rt: TableRuntime, rids: list[int]) -> int:
         hard_delete(tx, rt.name, rids)
         return len(rids)
     if mode == "scheduled":
-        for rid in rids:
-            schedule_internal(
-                tx,
-                SCHEDULED_DELETE,
-                {"table": rt.name, "id": rt.encode_rid(rid), "deletion_time": tx.now},
-                tx.now + rt.table.deletion_delay_ms,
-            )
+        _schedule_deletions(tx, rt, rids)
     soft_delete(tx, rt, rids)
     return len(rids)
 
@@ -94,8 +92,10 @@ class _HardPlan:
     def __init__(self, tx: Transaction, rt: TableRuntime) -> None:
         q = tx.dialect.q
         edges = rt.table.edges.values()
-        # stored edges whose other end goes too (1:1 deletion="hard", jobs, files)
-        self.links = [e for e in edges if e.kind == "field" and e.deletion == "hard"]
+        # stored edges whose other end goes too (1:1 with a deletion option, jobs, files):
+        # Convex Ents hard-deletes the other end of a stored edge marked "soft" as well
+        # when this end is hard deleted
+        self.links = [e for e in edges if e.kind == "field" and e.deletion is not None]
         self.returning = ", ".join([q("_rid"), *[q(e.field) for e in self.links]])
         # edges along which deletion spreads (ents storing our id, many:many rows)
         self.cascades = [e for e in edges if e.kind in ("ref", "many_field", "many_many")]
@@ -162,11 +162,9 @@ def _follow_hard_link(tx: Transaction, edge: Edge, targets: list[int], work: lis
 def _cascade(tx: Transaction, edge: Edge, gone: list[int], work: list[tuple[str, str, list[Any]]]) -> None:
     q = tx.dialect.q
     if edge.kind in ("ref", "many_field"):
-        if edge.optional:
-            child = tx.rt(edge.to)
-            tx.run_in_chunks(f"UPDATE {child.q_table} SET {q(edge.field)} = NULL", q(edge.field), gone)
-        else:
-            work.append((edge.to, edge.field, gone))
+        # Required or optional alike: the ents pointing at deleted ones go too. Rows
+        # deleted earlier in the walk are simply not found again, so cycles end.
+        work.append((edge.to, edge.field, gone))
     elif edge.kind == "many_many":
         assert edge.edge_table is not None and edge.ref is not None
         et = q(edge.edge_table)
@@ -179,23 +177,50 @@ def _cascade(tx: Transaction, edge: Edge, gone: list[int], work: list[tuple[str,
 
 
 def soft_delete(tx: Transaction, rt: TableRuntime, rids: list[int]) -> None:
-    """Set ``deletion_time`` and follow edges marked ``deletion="soft"``."""
+    """Set ``deletion_time`` and follow edges marked ``deletion="soft"``.
+
+    Along such an edge the ents pointing at these (1:1 or 1:many, required or optional)
+    and the ents a stored 1:1 edge points at are soft-deleted in turn, those of a table
+    with scheduled deletion with their hard deletion scheduled, as Convex Ents does. Ents
+    already soft-deleted keep their time and are not followed again, so cycles end.
+    """
     q = tx.dialect.q
     d = tx.dialect
     tx.run_in_chunks(f"UPDATE {rt.q_table} SET {q('deletion_time')} = {d.param}", q("_rid"), rids, params=(tx.now,))
+    alive = f" AND {q('deletion_time')} IS NULL"
     for edge in rt.table.edges.values():
-        if edge.deletion != "soft" or edge.kind not in ("ref", "many_field"):
+        if edge.deletion != "soft":
             continue
-        child = tx.rt(edge.to)
-        kids = [
-            r[0]
-            for r in tx.in_chunks(
-                f"SELECT {q('_rid')} FROM {child.q_table}", q(edge.field), rids, suffix=f" AND {q('deletion_time')} IS NULL"
-            )
-        ]
+        if edge.kind in ("ref", "many_field"):
+            child = tx.rt(edge.to)
+            kids = [r[0] for r in tx.in_chunks(f"SELECT {q('_rid')} FROM {child.q_table}", q(edge.field), rids, suffix=alive)]
+        elif edge.kind == "field" and not edge.to_system:
+            child = tx.rt(edge.to)
+            targets = [
+                r[0]
+                for r in tx.in_chunks(f"SELECT {q(edge.field)} FROM {rt.q_table}", q("_rid"), rids)
+                if r[0] is not None
+            ]
+            kids = [r[0] for r in tx.in_chunks(f"SELECT {q('_rid')} FROM {child.q_table}", q("_rid"), targets, suffix=alive)]
+        else:
+            continue
         if kids:
+            if child.table.deletion == "scheduled":
+                _schedule_deletions(tx, child, kids)
             soft_delete(tx, child, kids)
     tx.touched()
+
+
+def _schedule_deletions(tx: Transaction, rt: TableRuntime, rids: list[int]) -> None:
+    """Schedule the hard deletion of ents of a table with scheduled deletion (one job
+    each: a job deletes one ent and what hangs off it)."""
+    for rid in rids:
+        schedule_internal(
+            tx,
+            SCHEDULED_DELETE,
+            {"table": rt.name, "id": rt.encode_rid(rid), "deletion_time": tx.now},
+            tx.now + rt.table.deletion_delay_ms,
+        )
 
 
 # -- scheduled -------------------------------------------------------------------------
@@ -226,18 +251,22 @@ def scheduled_delete_step(tx: Transaction, table: str, id: str, deletion_time: f
     if row is None or row[0] is None or float(row[0]) != float(deletion_time):
         return True
     budget = _Budget(max(1, int(batch)))
-    if not _delete_descendants(tx, rt, [rid], budget):
+    if not _delete_descendants(tx, rt, [rid], budget, {table: {rid}}):
         return False
     hard_delete(tx, table, [rid])
     return True
 
 
-def _delete_descendants(tx: Transaction, rt: TableRuntime, rids: list[int], budget: _Budget) -> bool:
+def _delete_descendants(
+    tx: Transaction, rt: TableRuntime, rids: list[int], budget: _Budget, path: dict[str, set[int]]
+) -> bool:
     """Delete what hangs off ``rids`` (deepest first) within the budget; True when done.
 
     Children are found by "whatever still points at these ents", never by paging on
     creation time, so rows created at the same instant cannot be skipped, and a step
-    that stops half-way simply finds the rest next time.
+    that stops half-way simply finds the rest next time. ``path`` holds the ents being
+    deleted further up: optional edges can close a cycle (an ent pointing at one of its
+    own descendants), and such an ent is left to the hard delete of its descendant.
     """
     q = tx.dialect.q
     d = tx.dialect
@@ -260,23 +289,33 @@ def _delete_descendants(tx: Transaction, rt: TableRuntime, rids: list[int], budg
             continue
         if edge.kind not in ("ref", "many_field"):
             continue
+        # Required and optional edges alike: Convex Ents deletes the ents pointing here.
         child = tx.rt(edge.to)
+        above = path.setdefault(child.name, set())
+        after: int | None = None
         while True:
             if budget.left <= 0:
                 return False
             cond, params = d.in_clause(q(edge.field), rids)
+            if after is not None:
+                cond += f" AND {q('_rid')} > {d.param}"
+                params = [*params, after]
             n = min(budget.left, d.batch_size)
             sql = f"SELECT {q('_rid')} FROM {child.q_table} WHERE {cond} ORDER BY {q('_rid')} LIMIT {n}"
-            kids = [r[0] for r in tx.fetchall(sql, params)]
-            if not kids:
+            found = [r[0] for r in tx.fetchall(sql, params)]
+            if not found:
                 break
-            if edge.optional:
-                tx.run_in_chunks(f"UPDATE {child.q_table} SET {q(edge.field)} = NULL", q("_rid"), kids)
-                budget.left -= len(kids)
+            # Every row up to the last one found is deleted below, or is an ent further
+            # up the path, or the budget runs out first (and the next step starts over).
+            after = found[-1]
+            kids = [k for k in found if k not in above]
+            if not kids:
                 continue
-            # Required edges cannot form a cycle (an ent can only point at ents that
-            # already exist), so this walk always ends.
-            if not _delete_descendants(tx, child, kids, budget) or budget.left <= 0:
-                return False  # these children are deleted by a later step
+            above.update(kids)
+            try:
+                if not _delete_descendants(tx, child, kids, budget, path) or budget.left <= 0:
+                    return False  # these children are deleted by a later step
+            finally:
+                above.difference_update(kids)
             budget.left -= hard_delete(tx, child.name, kids[: budget.left])
     return True

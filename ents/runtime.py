@@ -68,9 +68,12 @@ class TableRuntime:
         # Fields typed exactly str / int / float / bool (optionally Optional): a write whose
         # values all have these types needs no pydantic pass (see writer._validate).
         self.simple_types: dict[str, tuple[type, bool]] = {}
+        #: a table of a union of shapes (its documents show their own shape's fields)
+        self.shapes = table.shapes
+        shaped = table.shapes.names if table.shapes is not None else frozenset()
         for spec in self.fields:
             base, _ = _unwrap_optional(spec.annotation)
-            if base in (str, int, float, bool):
+            if base in (str, int, float, bool) and spec.name not in shaped:
                 self.simple_types[spec.name] = (base, spec.nullable)
         self.required_names = frozenset(spec.name for spec in self.fields if spec.required)
         self.getters, self.json_getters = self._getters()
@@ -136,6 +139,8 @@ class TableRuntime:
         decode = self.decode
         for i, name in self.public:
             out[name] = decode(row, i)
+        if self.shapes is not None:
+            self.shapes.trim(out)
         if self.table.shape is not None:
             # Hidden columns never reach the shape, so a shape may publish a key named like
             # one of them (a job's "attempts" list, built from attempt_log, vs its hidden

@@ -15,7 +15,15 @@ from typing import Annotated, Any, Literal
 from pydantic import TypeAdapter
 
 from .errors import SchemaError
-from .fields import MISSING, FieldSpec, build_validator, field_spec, validate_default
+from .fields import (
+    MISSING,
+    FieldSpec,
+    Shapes,
+    build_validator,
+    field_spec,
+    shape_models,
+    validate_default,
+)
 from .ids import IdRef
 from .values import float_of, show
 
@@ -109,6 +117,9 @@ class TableDef:
     index_where: dict[str, str] = field(default_factory=dict)
     hidden: frozenset[str] = frozenset()
     shape: Any = None
+    #: a table of a union of shapes (``define_ent(A | B)``): their fields are validated by
+    #: the shapes, the rest (``.field``, edge fields) by the table's validator
+    shapes: Shapes | None = None
     _validator: TypeAdapter[Any] | None = None
     _patch_validator: TypeAdapter[Any] | None = None
 
@@ -125,7 +136,30 @@ class TableDef:
         return self._patch_validator
 
     def user_fields(self) -> dict[str, FieldSpec]:
-        return self.fields
+        """The fields the table's own validator checks (those of shapes excepted)."""
+        if self.shapes is None:
+            return self.fields
+        return {n: f for n, f in self.fields.items() if n not in self.shapes.names}
+
+    def validate_shaped(self, fields: dict[str, Any], *, partial: bool) -> dict[str, Any]:
+        """Validate a document of a table of shapes: its shape fields whole (a patch passes
+        the merged document's), the other fields as usual."""
+        from pydantic import ValidationError as PydanticValidationError
+
+        from .fields import raise_validation
+
+        assert self.shapes is not None
+        names = self.shapes.names
+        shaped = {k: v for k, v in fields.items() if k in names}
+        rest = {k: v for k, v in fields.items() if k not in names}
+        adapter = self.patch_validator if partial else self.validator
+        try:
+            out: dict[str, Any] = adapter.validate_python(rest)
+        except PydanticValidationError as exc:
+            raise_validation(exc, table=self.name)
+        if shaped or not partial:
+            out.update(self.shapes.validate(shaped, patch=partial))
+        return out
 
     def resolve_index(self, name: str) -> tuple[str, tuple[str, ...]] | None:
         if not isinstance(name, str):  # e.g. a list: unhashable, and never an index name
@@ -143,14 +177,26 @@ class TableDef:
 class EntDefinition:
     """Builder returned by :func:`define_ent`; every method returns the builder."""
 
-    def __init__(self, fields: dict[str, Any]) -> None:
-        if not isinstance(fields, dict):
-            raise SchemaError(f"define_ent() takes a dict of field name to type, got {type(fields).__name__}")
+    def __init__(self, fields: Any) -> None:
+        models = shape_models(fields)
+        if models is None and not isinstance(fields, dict):
+            raise SchemaError(
+                "define_ent() takes a dict of field name to type, a pydantic model, or a union of "
+                f"pydantic models (A | B), got {fields!r}"
+            )
         self._fields: dict[str, tuple[Any, dict[str, Any]]] = {}
         self._edges: dict[str, _EdgeConfig] = {}
         self._indexes: list[tuple[str, tuple[str, ...]]] = []
         self._deletion: str | None = None
         self._deletion_delay_ms: float = 0
+        self._shapes: list[Any] | None = models
+        self._shape_names: set[str] = set()
+        if models is not None:
+            for model in models:
+                for name in model.model_fields:
+                    _check_name("field", name, f" of shape {model.__name__}")
+                    self._shape_names.add(name)
+            return
         for name, annotation in fields.items():
             self.field(name, annotation)
 
@@ -165,7 +211,7 @@ class EntDefinition:
     ) -> EntDefinition:
         """Declare a field; ``unique`` and ``index`` add an index named after the field."""
         _check_name("field", name)
-        if name in self._fields:
+        if name in self._fields or name in self._shape_names:
             raise SchemaError(f'Duplicate field "{name}"', field=name)
         self._fields[name] = (type, {"unique": bool(unique), "index": bool(index) or bool(unique), "default": default})
         return self
@@ -185,8 +231,9 @@ class EntDefinition:
         Without ``ref`` this table stores the edge in ``field`` (default ``<name>_id``).
         ``ref=True`` (or the other table's field name) declares the end of a 1:1 edge
         that does not store it. ``optional=True`` lets the stored field be empty (on 1:many
-        and on 1:1 edges alike); deleting the other end then unsets it instead of deleting
-        this ent.
+        and on 1:1 edges alike); deleting the other end still deletes this ent, as in
+        Convex Ents. On the stored end of a 1:1 edge, ``deletion="hard"`` deletes the other
+        end with this ent and ``deletion="soft"`` soft-deletes it with this one.
         """
         _check_name("edge", name)
         if name in self._edges:
@@ -308,8 +355,9 @@ class EntDefinition:
         return self
 
 
-def define_ent(fields: dict[str, Any] | None = None) -> EntDefinition:
-    """Start the definition of an ent table with a dict of field name to type."""
+def define_ent(fields: Any = None) -> EntDefinition:
+    """Start the definition of an ent table: a dict of field name to type, or a pydantic
+    model, or a union of them (``define_ent(A | B)``: each document has one of the shapes)."""
     return EntDefinition({} if fields is None else fields)
 
 
@@ -381,6 +429,17 @@ class _Resolver:
 
     def _base_table(self, name: str, d: EntDefinition) -> TableDef:
         fields: dict[str, FieldSpec] = {}
+        shapes = Shapes(name, d._shapes) if d._shapes is not None else None
+        if shapes is not None:
+            for fname, (annotation, _) in shapes.columns().items():
+                spec = field_spec(name, fname, annotation)
+                if spec.kind == "id" and spec.id_table not in self.defs and spec.id_table not in SYSTEM_TABLES:
+                    raise SchemaError(
+                        f'Field "{fname}" in table "{name}" is an id of an undefined table "{spec.id_table}"',
+                        table=name,
+                        field=fname,
+                    )
+                fields[fname] = spec
         for fname, (annotation, opts) in d._fields.items():
             if fname.startswith("_") or fname in RESERVED_FIELDS:
                 raise SchemaError(f'Field "{fname}" in table "{name}": names starting with "_" are reserved', table=name)
@@ -401,7 +460,9 @@ class _Resolver:
                     table=name,
                 )
             fields["deletion_time"] = field_spec(name, "deletion_time", float | None, system=True)
-        return TableDef(name=name, fields=fields, deletion=d._deletion, deletion_delay_ms=d._deletion_delay_ms)
+        return TableDef(
+            name=name, fields=fields, deletion=d._deletion, deletion_delay_ms=d._deletion_delay_ms, shapes=shapes
+        )
 
     # -- edges -----------------------------------------------------------------------
 
@@ -587,18 +648,18 @@ class _Resolver:
             ref_table = field_cfg.to
         one_to_one = ref_cfg.cardinality == "single"
         if field_cfg.deletion is not None:
-            if field_cfg.deletion != "hard":
+            if field_cfg.deletion not in ("hard", "soft"):
                 raise self._err(
                     f'Edge "{field_cfg.name}" in table "{field_table}": deletion="{field_cfg.deletion}" '
-                    'is not valid on the end that stores the edge; only deletion="hard" (delete the '
-                    "other ent too) can be set, on 1:1 edges",
+                    'is not valid on the end that stores the edge; deletion="hard" (delete the other ent '
+                    'too) or deletion="soft" (soft-delete it too) can be set, on 1:1 edges',
                     field_table,
                 )
             if not one_to_one:
                 raise self._err(
-                    f'Edge "{field_cfg.name}" in table "{field_table}": deletion="hard" would delete the '
-                    f'shared "{ref_table}" ent whenever one of its "{field_table}" is deleted; it is allowed '
-                    "only on 1:1 edges and on edges to _storage and _scheduled_functions",
+                    f'Edge "{field_cfg.name}" in table "{field_table}": deletion="{field_cfg.deletion}" would '
+                    f'delete the shared "{ref_table}" ent whenever one of its "{field_table}" is deleted; it is '
+                    "allowed only on 1:1 edges (and deletion=\"hard\" on edges to _storage and _scheduled_functions)",
                     field_table,
                 )
         other_end = self.paired.setdefault((field_table, field_cfg.name), (ref_table, ref_cfg.name))
@@ -753,9 +814,14 @@ class _Resolver:
                         t.name,
                     )
                 if t.deletion is None:
+                    instead = (
+                        ', or use deletion="hard" to delete the other end with it'
+                        if e.kind == "field"
+                        else ""
+                    )
                     raise self._err(
                         f'deletion="soft" on edge "{e.name}" in table "{t.name}" has no effect because '
-                        f'"{t.name}" itself is always hard deleted; add .deletion("soft") to "{t.name}"',
+                        f'"{t.name}" itself is always hard deleted; add .deletion("soft") to "{t.name}"{instead}',
                         t.name,
                     )
 
@@ -786,6 +852,15 @@ class _Resolver:
                 if f not in t.fields and f != "_creation_time":
                     raise SchemaError(
                         f'Index "{iname}" in table "{name}" refers to an undefined field "{f}"',
+                        table=name,
+                        field=f,
+                    )
+                if t.shapes is not None and f in t.shapes.names and f not in t.shapes.shared:
+                    having = ", ".join(t.shapes.labels[i] for i, fs in enumerate(t.shapes.fields) if f in fs)
+                    raise SchemaError(
+                        f'Index "{iname}" in table "{name}" refers to field "{f}", which only some of the '
+                        f"table's shapes have ({having}); an index may name fields all shapes share, and "
+                        "fields added with .field() or edges",
                         table=name,
                         field=f,
                     )

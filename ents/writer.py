@@ -121,6 +121,8 @@ def _simple_values(rt: TableRuntime, fields: dict[str, Any]) -> dict[str, Any] |
 
 
 def _validate(rt: TableRuntime, fields: dict[str, Any], *, partial: bool) -> dict[str, Any]:
+    if rt.shapes is not None:
+        return rt.table.validate_shaped(fields, partial=partial)
     if partial or rt.required_names <= fields.keys():
         fast = _simple_values(rt, fields)
         if fast is not None:
@@ -301,6 +303,8 @@ def _fast_row(rt: TableRuntime, keys: tuple[str, ...], insert: bool) -> _FastRow
     plan = plans.get(keys, False)
     if plan is False:
         ok = all(k in rt.simple_types or k in rt.id_fields for k in keys)
+        if rt.shapes is not None and rt.shapes.names.intersection(keys):
+            ok = False  # validated against the shapes
         if insert:
             ok = ok and rt.required_names <= set(keys)
         plan = _FastRow(rt, keys, insert) if ok and keys else None
@@ -454,9 +458,13 @@ def patch(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) ->
         return rt.encode_rid(rid)
     fields, edges = _split(rt, value)
     specs = rt.table.fields
+    shaped: frozenset[str] = frozenset()
+    if rt.shapes is not None and rt.shapes.names.intersection(fields):
+        shaped = rt.shapes.names
+        fields = _merge_shaped(tx, rt, rid, fields)
     cleared: dict[str, Any] = {}
     for name, v in list(fields.items()):
-        if v is None:
+        if v is None and name not in shaped:
             spec = specs[name]
             if spec.nullable:
                 cleared[name] = None
@@ -484,6 +492,23 @@ def patch(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) ->
         _apply_edges(tx, rt, rid, plans)
     tx.touched()
     return rt.encode_rid(rid)
+
+
+def _merge_shaped(tx: Transaction, rt: TableRuntime, rid: int, fields: dict[str, Any]) -> dict[str, Any]:
+    """A patch of a table of shapes: the document's shape fields merged with the patch's
+    (None removes one, and an unset field reads as None), so that the whole is validated
+    against the shapes."""
+    assert rt.shapes is not None
+    names = rt.shapes.names
+    current = rt.doc(_load(tx, rt, rid))
+    merged = {k: v for k, v in current.items() if k in names and v is not None}
+    for k, v in fields.items():
+        if k in names:
+            if v is None:
+                merged.pop(k, None)
+            else:
+                merged[k] = v
+    return {**{k: v for k, v in fields.items() if k not in names}, **merged}
 
 
 def _update_row(tx: Transaction, rt: TableRuntime, rid: int, doc: dict[str, Any], cols: tuple[str, ...], vals: list[Any]) -> None:
@@ -594,6 +619,16 @@ def _plan_edges(tx: Transaction, rt: TableRuntime, edges: dict[str, tuple[Edge, 
             _require_exist(tx, edge, target, rt)
             plans.append(_EdgePlan(edge, mode, target, [], []))
             continue
+        if edge.kind == "many_field" and mode == "replace":
+            # As Convex Ents: the ents on the other side own the edge (their field), and
+            # setting the list from here would have to delete the ones left out.
+            raise ValidationError(
+                f'Cannot set 1:many edge "{edge.name}" of table "{rt.name}" with replace(): the ents in '
+                f'table "{edge.to}" store it; patch their "{edge.field}" field instead (or leave '
+                f'"{edge.name}" out of the document)',
+                table=rt.name,
+                field=edge.name,
+            )
         exact, add, remove = _add_remove(rt, edge, value, mode)
         if exact is not None:
             wanted = _ids_for(tx, rt, edge, exact, "on " + mode)

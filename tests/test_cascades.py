@@ -123,16 +123,19 @@ def test_deleting_an_ent_cascades_along_required_edges(app: Any, world: dict[str
     assert exists(app, "comments", world["comments"][1]) and exists(app, "profiles", world["bob_profile"])
 
 
-def test_optional_field_edges_are_unset(app: Any, world: dict[str, Any]) -> None:
+def test_optional_field_edges_cascade_like_required_ones(app: Any, world: dict[str, Any]) -> None:
+    """Convex Ents' writer deletes the ents whose edge points at a deleted ent whether
+    that edge is required or optional; it never unsets the field."""
     app.run(lambda ctx: ctx.table("users").get_x(world["ada"]).delete())
-
-    def read(ctx: Any) -> None:
-        avatar = ctx.table("avatars").get_x(world["avatar"])
-        assert avatar.user_id is None and avatar.edge("user") is None
-        n1, n2 = (ctx.table("notes").get_x(n) for n in world["notes"])
-        assert n1.user_id is None and n2.user_id == world["bob"]
-
-    app.run(read)
+    # 1:1 with an optional stored end: ada's avatar is gone
+    assert not exists(app, "avatars", world["avatar"])
+    # 1:many with an optional stored end: ada's note is gone, bob's stays
+    assert not exists(app, "notes", world["notes"][0])
+    assert app.run(lambda ctx: ctx.table("notes").get_x(world["notes"][1]).user_id) == world["bob"]
+    # an ent whose optional edge is unset is not touched
+    lone = app.run(lambda ctx: ctx.table("notes").insert({"text": "lone"}))
+    app.run(lambda ctx: ctx.table("users").get_x(world["bob"]).delete())
+    assert not exists(app, "notes", world["notes"][1]) and exists(app, "notes", lone)
 
 
 def test_optional_1_to_1_edge_is_unique_when_set(app: Any, world: dict[str, Any]) -> None:
@@ -192,7 +195,7 @@ def test_hard_deletion_of_a_1_to_1_stored_edge_deletes_the_other_end(app: Any, w
     # the user goes too, and with it everything that cascades from the user
     assert not exists(app, "users", world["ada"])
     assert all(not exists(app, "messages", m) for m in world["ada_msgs"])
-    assert app.run(lambda ctx: ctx.table("avatars").get_x(world["avatar"]).user_id) is None
+    assert not exists(app, "avatars", world["avatar"])  # optional edges cascade too
     assert exists(app, "users", world["bob"]) and exists(app, "profiles", world["bob_profile"])
 
 
@@ -296,7 +299,7 @@ def test_cascades_are_set_based(app: Any, monkeypatch: Any) -> None:
     log.on = True
     app.run(lambda ctx: ctx.table("users").get_x(uid).delete())
     assert count(app, "messages") == 0 and count(app, "comments") == 0 and count(app, "messages_to_tags") == 0
-    assert app.run(lambda ctx: ctx.table("notes").filter(lambda q: q.neq(q.field("user_id"), None)).collect()) == []
+    assert count(app, "notes") == 0
     writes = log.starting_with("DELETE", "UPDATE")
     assert len(writes) < 40, writes
 
@@ -507,7 +510,7 @@ def test_scheduled_deletion_finishes_in_batches(make_app: Any, clock: Any) -> No
 
 def test_random_deletions_leave_no_dangling_edges(make_app: Any) -> None:
     """Whatever is deleted, in whatever order, no stored edge or edge row is left pointing
-    at a deleted ent, and ents reachable only through optional edges survive."""
+    at a deleted ent, and ents whose optional edge is unset survive."""
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
@@ -551,15 +554,16 @@ def test_random_deletions_leave_no_dangling_edges(make_app: Any) -> None:
                 ctx.table("profiles").insert({"bio": "b", "user_id": u._id})
             elif kind == "note":
                 u = pick(ctx, "users", o[1])
-                ctx.table("notes").insert({"text": "n", "user_id": u._id if u else None})
+                ctx.table("notes").insert({"text": "lone" if u is None else "n", "user_id": u._id if u else None})
+                lone[0] += u is None
             elif kind == "friend" and (a := pick(ctx, "users", o[1])) and (b := pick(ctx, "users", o[2])):
                 a.patch({"friends": {"add": [b._id]}})
             elif kind == "delete" and (e := pick(ctx, o[1], o[2])):
                 e.delete()
 
+        lone = [0]
         for o in ops:
             app.run(lambda ctx, o=o: apply(ctx, o))
-        notes_before = app.run(lambda ctx: len(ctx.table("notes")))
 
         def dangling(ctx: Any) -> list[str]:
             tx = ctx._tx
@@ -574,7 +578,187 @@ def test_random_deletions_leave_no_dangling_edges(make_app: Any) -> None:
             return [name for name, sql in checks.items() if tx.fetchone(sql)[0]]
 
         assert app.run(dangling) == []
-        # notes only lose their user, never themselves
-        assert app.run(lambda ctx: len(ctx.table("notes"))) == notes_before == sum(1 for o in ops if o[0] == "note")
+        # notes without a user are never deleted by a cascade, and none loses its user
+        notes = app.run(lambda ctx: ctx.table("notes").docs())
+        assert [n["text"] for n in notes if n["user_id"] is None] == ["lone"] * lone[0]
 
     check()
+
+
+# -- optional edges cascade everything that follows (Convex Ents' writer) ----------------------
+
+
+def optional_schema() -> Any:
+    return define_ent_schema(
+        {
+            "owners": define_ent({"name": str}).edges("reports", ref=True),
+            "reports": define_ent({"title": str})
+            .edge("owner", optional=True)
+            .edge("job", to="_scheduled_functions", deletion="hard")
+            .edge("file", to="_storage", deletion="hard")
+            .edges("pages", ref=True),
+            "pages": define_ent({"n": int}).edge("report"),
+            # optional edges can close a cycle: a mentors b, b mentors a
+            "people": define_ent({"name": str})
+            .edge("mentor", to="people", field="mentor_id", optional=True)
+            .edges("mentees", to="people", ref="mentor_id"),
+            "clubs": define_ent({"name": str}).deletion("scheduled", delay_ms=1000).edges("fans", ref=True),
+            "fans": define_ent({"name": str}).edge("club", optional=True).edge("buddy", to="fans", field="buddy_id", optional=True)
+            .edges("buddies", to="fans", ref="buddy_id"),
+        }
+    )
+
+
+def test_ents_on_an_optional_edge_go_with_their_jobs_files_and_children(make_app: Any, tmp_path: Any, monkeypatch: Any) -> None:
+    app = make_app(optional_schema(), storage_dir=str(tmp_path / "files"))
+    noop = app.internal_mutation(lambda ctx: None, name="noop")
+
+    def seed(ctx: Any) -> dict[str, Any]:
+        owner, other = ctx.table("owners").insert_many([{"name": "o"}, {"name": "other"}])
+        jobs = [ctx.scheduler.run_after(1000, noop, {}) for _ in range(60)]
+        files = [ctx.storage.store(b"report %d" % i) for i in range(60)]
+        reports = ctx.table("reports").insert_many(
+            [{"title": f"r{i}", "owner_id": owner, "job_id": jobs[i], "file_id": files[i]} for i in range(50)]
+            + [{"title": f"kept{i}", "owner_id": other if i % 2 else None, "job_id": jobs[i], "file_id": files[i]} for i in range(50, 60)]
+        )
+        ctx.table("pages").insert_many([{"n": n, "report_id": r} for r in reports for n in range(3)])
+        return {"owner": owner, "jobs": jobs, "files": files, "reports": reports}
+
+    w = app.run(seed)
+    log = SqlLog(monkeypatch)
+    log.on = True
+    app.run(lambda ctx: ctx.table("owners").get_x(w["owner"]).delete())
+    log.on = False
+    writes = log.starting_with("DELETE", "UPDATE")
+    assert len(writes) < 15, writes  # set-based: a statement per table and batch, not per report
+
+    def read(ctx: Any) -> None:
+        assert [r.title for r in ctx.table("reports")] == [f"kept{i}" for i in range(50, 60)]
+        assert len(ctx.table("pages")) == 30
+        states = [ctx.db.system.get(j)["state"]["kind"] for j in w["jobs"]]
+        assert states == ["canceled"] * 50 + ["pending"] * 10
+        assert [ctx.db.system.get(f) is None for f in w["files"]] == [True] * 50 + [False] * 10
+
+    app.run(read)
+
+
+def test_a_cycle_of_optional_edges_is_deleted_and_ends(make_app: Any) -> None:
+    app = make_app(optional_schema())
+
+    def seed(ctx: Any) -> list[str]:
+        a, b, c, lone = ctx.table("people").insert_many([{"name": n} for n in "abcl"])
+        ctx.table("people").get_x(a).patch({"mentor_id": b})
+        ctx.table("people").get_x(b).patch({"mentor_id": a})
+        ctx.table("people").get_x(c).patch({"mentor_id": c})  # its own mentor
+        return [a, b, c, lone]
+
+    a, b, c, lone = app.run(seed)
+    app.run(lambda ctx: ctx.table("people").get_x(a).delete())
+    app.run(lambda ctx: ctx.table("people").get_x(c).delete())
+    assert app.run(lambda ctx: [p._id for p in ctx.table("people")]) == [lone]
+
+
+def test_scheduled_deletion_deletes_ents_on_optional_edges_in_bounded_steps(make_app: Any, clock: Any) -> None:
+    app = make_app(optional_schema(), scheduled_delete_batch=4)
+
+    def seed(ctx: Any) -> dict[str, Any]:
+        club, other = ctx.table("clubs").insert_many([{"name": "c"}, {"name": "other"}])
+        fans = ctx.table("fans").insert_many([{"name": f"f{i}", "club_id": club} for i in range(10)])
+        # buddies point at each other in a ring, and a clubless fan at one of them
+        for i, f in enumerate(fans):
+            ctx.table("fans").get_x(f).patch({"buddy_id": fans[(i + 1) % len(fans)]})
+        clubless = ctx.table("fans").insert({"name": "free", "buddy_id": fans[0]})
+        kept = ctx.table("fans").insert({"name": "kept", "club_id": other})
+        lone = ctx.table("fans").insert({"name": "lone"})
+        return {"club": club, "fans": fans, "clubless": clubless, "kept": kept, "lone": lone}
+
+    w = app.run(seed)
+    app.run(lambda ctx: ctx.table("clubs").get_x(w["club"]).delete())
+    assert app.run(lambda ctx: len(ctx.table("fans"))) == 13  # nothing hard-deleted yet
+    clock.advance(1000)
+    app.finish_all_scheduled_functions()
+    assert app.run(lambda ctx: ctx.table("clubs").get(w["club"])) is None
+    # the club's fans went, and the fan whose optional buddy edge pointed at one of them
+    assert app.run(lambda ctx: sorted(f.name for f in ctx.table("fans"))) == ["kept", "lone"]
+
+
+# -- soft deletion on the stored end of a 1:1 edge (Convex Ents' headshots / details) -----------
+
+
+def headshot_schema() -> Any:
+    return define_ent_schema(
+        {
+            "users": define_ent({"name": str}).edges("headshots", ref=True),
+            "headshots": define_ent({"taken": str})
+            .deletion("soft")
+            .edge("user")
+            .edge("detail", to="details", field="detail_id", deletion="soft", optional=True)
+            .edge("card", to="cards", deletion="soft")
+            .edge("file", to="_storage", deletion="hard"),
+            "details": define_ent({"text": str}).deletion("soft").edge("headshot", ref=True).edges("notes", ref=True, deletion="soft"),
+            "notes": define_ent({"text": str}).deletion("soft").edge("detail"),
+            "cards": define_ent({"text": str}).deletion("scheduled", delay_ms=5000).edge("headshot", ref=True),
+        }
+    )
+
+
+@pytest.fixture
+def shots(make_app: Any, tmp_path: Any) -> Any:
+    app = make_app(headshot_schema(), storage_dir=str(tmp_path / "files"))
+
+    def seed(ctx: Any) -> dict[str, Any]:
+        user = ctx.table("users").insert({"name": "Stark"})
+        detail, other_detail = ctx.table("details").insert_many([{"text": "d"}, {"text": "other"}])
+        note = ctx.table("notes").insert({"text": "n", "detail_id": detail})
+        card, other_card = ctx.table("cards").insert_many([{"text": "c"}, {"text": "other"}])
+        file = ctx.storage.store(b"png")
+        shot = ctx.table("headshots").insert(
+            {"taken": "2024-11-09", "user_id": user, "detail_id": detail, "card_id": card, "file_id": file}
+        )
+        other = ctx.table("headshots").insert({"taken": "x", "user_id": user, "detail_id": other_detail, "card_id": other_card})
+        return {"user": user, "detail": detail, "note": note, "card": card, "file": file, "shot": shot,
+                "other": other, "other_detail": other_detail, "other_card": other_card}
+
+    app.w = app.run(seed)
+    return app
+
+
+def test_soft_deletion_follows_a_soft_stored_1_to_1_edge(shots: Any, clock: Any) -> None:
+    w = shots.w
+    clock.advance(10)
+    shots.run(lambda ctx: ctx.table("headshots").get_x(w["shot"]).delete())
+    now = clock.now()
+
+    def read(ctx: Any) -> None:
+        assert ctx.table("headshots").get_x(w["shot"]).deletion_time == now
+        # the detail the headshot points at is soft-deleted, and on from it its soft edges
+        assert ctx.table("details").get_x(w["detail"]).deletion_time == now
+        assert ctx.table("notes").get_x(w["note"]).deletion_time == now
+        # a card's table has scheduled deletion: soft-deleted now, its hard deletion scheduled
+        assert ctx.table("cards").get_x(w["card"]).deletion_time == now
+        # a hard edge is not followed by a soft deletion, and other ents are untouched
+        assert ctx.storage.get(w["file"]) == b"png"
+        assert ctx.table("details").get_x(w["other_detail"]).deletion_time is None
+        assert ctx.table("cards").get_x(w["other_card"]).deletion_time is None
+
+    shots.run(read)
+    clock.advance(5000)
+    shots.finish_in_progress_scheduled_functions()
+    assert shots.run(lambda ctx: ctx.table("cards").get(w["card"])) is None
+    assert shots.run(lambda ctx: ctx.table("cards").get(w["other_card"])) is not None
+
+
+def test_hard_deletion_through_a_soft_stored_edge_hard_deletes_the_other_end(shots: Any) -> None:
+    """Convex Ents' "hard deletion through field edge": a user's hard delete reaches the
+    headshot (a required edge), which takes its detail, card and file with it."""
+    w = shots.w
+    shots.run(lambda ctx: ctx.table("users").get_x(w["user"]).delete())
+
+    def read(ctx: Any) -> None:
+        assert ctx.table("headshots").get(w["shot"]) is None and ctx.table("headshots").get(w["other"]) is None
+        assert ctx.table("details").get(w["detail"]) is None and ctx.table("details").get(w["other_detail"]) is None
+        assert ctx.table("notes").get(w["note"]) is None
+        assert ctx.table("cards").get(w["card"]) is None
+        assert ctx.db.system.get(w["file"]) is None
+
+    shots.run(read)

@@ -465,7 +465,14 @@ def test_deletion_options_on_edges() -> None:
         lambda: define_ent_schema(
             {"users": define_ent({}).edges("messages", ref=True), "messages": define_ent({}).edge("user", deletion="soft")}
         ),
-        'Edge "user" in table "messages": deletion="soft" is not valid on the end that stores the edge',
+        'Edge "user" in table "messages": deletion="soft" would delete the shared "users" ent',
+        "only on 1:1 edges",
+    )
+    schema_error(
+        lambda: define_ent_schema(
+            {"users": define_ent({}).edge("profile", ref=True), "profiles": define_ent({}).edge("user", deletion="gone")}
+        ),
+        'Edge "user" in table "profiles": deletion="gone" is not valid on the end that stores the edge',
     )
     schema_error(
         lambda: define_ent_schema(
@@ -509,6 +516,39 @@ def test_soft_edge_deletion_needs_soft_tables() -> None:
         ),
         'edge "messages" in table "users"',
         'add .deletion("soft") to "users"',
+    )
+
+
+def test_soft_deletion_on_the_stored_end_of_a_1_to_1_edge() -> None:
+    """Valid as in Convex Ents (its headshots' `detail` edge), with the same requirements
+    as on the other end: both tables soft-delete."""
+    schema = define_ent_schema(
+        {
+            "headshots": define_ent({}).deletion("soft").edge("detail", to="details", field="detail_id", deletion="soft", optional=True),
+            "details": define_ent({}).deletion("scheduled").edge("headshot", ref=True),
+        }
+    )
+    edge = schema.table("headshots").edges["detail"]
+    assert (edge.kind, edge.deletion, edge.unique, edge.optional) == ("field", "soft", True, True)
+    schema_error(
+        lambda: define_ent_schema(
+            {
+                "headshots": define_ent({}).deletion("soft").edge("detail", to="details", field="detail_id", deletion="soft"),
+                "details": define_ent({}).edge("headshot", ref=True),
+            }
+        ),
+        'Cannot specify soft deletion behavior for edge "detail" in table "headshots"',
+        'add .deletion("soft") to "details"',
+    )
+    schema_error(
+        lambda: define_ent_schema(
+            {
+                "headshots": define_ent({}).edge("detail", to="details", field="detail_id", deletion="soft"),
+                "details": define_ent({}).deletion("soft").edge("headshot", ref=True),
+            }
+        ),
+        'deletion="soft" on edge "detail" in table "headshots" has no effect',
+        'add .deletion("soft") to "headshots", or use deletion="hard"',
     )
 
 

@@ -179,6 +179,20 @@ def test_insert_on_the_ref_end_moves_the_other_ents(app: Any, seeded: dict[str, 
     app.run(body)
 
 
+def test_replace_refuses_a_1_to_many_edge_from_its_ref_end(app: Any, seeded: dict[str, str]) -> None:
+    """Convex Ents: "Cannot set 1:many edge from many end." (the ents left out of the list
+    would have to be deleted); the messages themselves own the edge."""
+    before = snapshot(app)
+    with pytest.raises(ValidationError) as info:
+        app.run(lambda ctx: ctx.table("users").get_x(seeded["bob"]).replace({"name": "Bob", "email": "bob@x", "messages": [seeded["m"]]}))
+    assert 'Cannot set 1:many edge "messages" of table "users" with replace()' in str(info.value)
+    assert 'patch their "user_id" field instead' in str(info.value)
+    assert (info.value.table, info.value.field) == ("users", "messages")
+    with pytest.raises(ValidationError):
+        app.run(lambda ctx: ctx.table("users").get_x(seeded["ada"]).replace({"name": "Ada", "email": "ada@x", "messages": []}))
+    assert snapshot(app) == before
+
+
 def test_plain_id_fields_are_checked_but_may_dangle_later(app: Any, seeded: dict[str, str]) -> None:
     note = app.run(lambda ctx: ctx.table("notes").insert({"text": "n", "owner": seeded["bob"]}))
     app.run(lambda ctx: ctx.table("users").get_x(seeded["bob"]).delete())  # an Id field is not an edge

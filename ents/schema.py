@@ -182,7 +182,7 @@ class EntDefinition:
         if models is None and not isinstance(fields, dict):
             raise SchemaError(
                 "define_ent() takes a dict of field name to type, a pydantic model, or a union of "
-                f"pydantic models (A | B), got {fields!r}"
+                f"pydantic models (A | B), got {show(fields)}"
             )
         self._fields: dict[str, tuple[Any, dict[str, Any]]] = {}
         self._edges: dict[str, _EdgeConfig] = {}

@@ -33,6 +33,7 @@ from .writer import ConflictRace
 
 if TYPE_CHECKING:
     from .crons import CronJobs
+    from .rules import RulesFunction
     from .worker import Worker
 
 log = logging.getLogger("ents")
@@ -55,9 +56,14 @@ class App:
         storage_dir: str | None = None,
         storage_url: str | None = None,
         scheduled_delete_batch: int = 1000,
+        rules: RulesFunction | None = None,
     ) -> None:
         if not isinstance(schema, EntSchema):
             raise SchemaError("App() takes the result of define_ent_schema(...)")
+        if rules is not None and not callable(rules):
+            raise ConfigurationError("App(rules=...) takes a function of ctx returning {table: Rules(...)}")
+        #: row-level rules: ``rules(ctx)`` is built once per function call (see ents.rules)
+        self.rules = rules
         self.schema = schema
         self.backend = open_backend(url)
         self.url = self.backend.url

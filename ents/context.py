@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import writer
 from .errors import ContextError, InvalidIdError, ReadOnlyError, ValidationError
 from .query import Query, SystemTableQuery, TableFactory, TableQuery
+from .rules import SkipRules, rules_view
 from .scheduler import Scheduler, follow_origin
 from .storage import Storage
 from .values import show
@@ -185,8 +186,15 @@ class QueryCtx:
         """``ctx.table("users")``: read (and in mutations, write) ents."""
         t = self._table
         if t is None:
-            t = self._table = TableFactory(self._tx)
+            tx = self._tx
+            rules = tx.app.rules
+            t = self._table = TableFactory(tx if rules is None else rules_view(self, tx, rules))
         return t
+
+    @property
+    def skip_rules(self) -> SkipRules:
+        """``ctx.skip_rules.table(...)``: ``ctx.table`` without the App's rules."""
+        return SkipRules(self._tx)
 
     @property
     def db(self) -> Db:
@@ -305,6 +313,7 @@ class ActionCtx:
 
     db = _NoDb("ctx.db")
     table = _NoDb("ctx.table")
+    skip_rules = _NoDb("ctx.skip_rules")
 
     def __init__(self, app: App, identity: Any = None, job: int | None = None) -> None:
         self._app = app
@@ -368,6 +377,7 @@ class AsyncActionCtx:
 
     db = _NoDb("ctx.db")
     table = _NoDb("ctx.table")
+    skip_rules = _NoDb("ctx.skip_rules")
 
     def __init__(self, sync: ActionCtx) -> None:
         self._sync = sync

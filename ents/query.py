@@ -161,7 +161,9 @@ class Ent:
         """Follow an edge: an Ent (or None) for singular edges, a query for plural ones."""
         edge = self._edge_def(name)
         if edge.kind in ("field", "ref"):
-            return _single_edge(self, edge)
+            found = _single_edge(self, edge)
+            rules = getattr(self._tx, "rules", None)  # App(rules=...): see rules.py
+            return found if rules is None or found is None else rules.visible(found)
         return _plural_edge(self, edge)
 
     def edge_x(self, name: str) -> Any:
@@ -176,7 +178,8 @@ class Ent:
                     table=self._rt.name,
                     id=self._id,
                 )
-            return result
+            rules = getattr(self._tx, "rules", None)
+            return result if rules is None else rules.require_readable(result)
         return _plural_edge(self, edge)
 
     def _edge_def(self, name: str) -> Edge:
@@ -192,14 +195,23 @@ class Ent:
 
     def patch(self, value: dict[str, Any]) -> str:
         """Update the given fields (None removes an optional field) and edges."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.patch(self, value)  # type: ignore[no-any-return]
         return writer.patch(self._tx, self._rt, self._row[0], value)
 
     def replace(self, value: dict[str, Any]) -> str:
         """Replace all fields; many:many edges given are set exactly, omitted ones kept."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.replace(self, value)  # type: ignore[no-any-return]
         return writer.replace(self._tx, self._rt, self._row[0], value)
 
     def delete(self) -> str:
         """Delete the ent following its table's deletion behavior and cascade rules."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.delete(self)  # type: ignore[no-any-return]
         return deletion.delete_ent(self._tx, self._rt, self._row[0])
 
 
@@ -588,6 +600,10 @@ class Query:
     def _rows(self, limit: int | None, after: list[Any] | None = None) -> Iterator[list[tuple[Any, ...]]]:
         """Raw rows in chunks, following the keyset from ``after``."""
         tx = self._tx
+        rules = getattr(tx, "rules", None)
+        if rules is not None:  # App(rules=...): only the rows the read rule allows
+            yield from rules.rows(self, limit, after)
+            return
         # Compiled once per read (not per chunk), and first: a bad filter or range is refused
         # even when there is no row. Not kept across reads: row-key bounds derived from
         # creation times hold only for the rows there are now.
@@ -667,6 +683,9 @@ class Query:
         ``ctx.table("parents", "by_grp", lambda q: q.eq("grp", "a")).delete()``. Tables with
         soft or scheduled deletion are soft-deleted (and their hard deletion scheduled).
         """
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.delete_query(self)  # type: ignore[no-any-return]
         rids = [self._row_of(r)[0] for rows in self._rows(self._limit) for r in rows]
         return deletion.delete_many(self._tx, self._rt, rids)
 
@@ -702,6 +721,9 @@ class Query:
 
     def paginate(self, opts: dict[str, Any]) -> dict[str, Any]:
         """A page: ``{"page": [ents], "is_done": bool, "continue_cursor": str}``."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:  # the page is read as without rules, then filtered
+            return rules.paginate(self, opts)  # type: ignore[no-any-return]
         if not isinstance(opts, dict):
             raise ValidationError('paginate() takes {"num_items": n, "cursor": None or a cursor}', table=self._rt.name)
         n = opts.get("num_items", opts.get("numItems"))
@@ -890,6 +912,9 @@ class TableQuery(Query):
 
     def get(self, *args: Any) -> Ent | None:
         """``get(id)``, or ``get(index_or_unique_field, *values)``; None if not found."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.get(self, args)  # type: ignore[no-any-return]
         if len(args) == 1:
             return self._get_id(args[0])
         if len(args) < 2:
@@ -898,6 +923,9 @@ class TableQuery(Query):
 
     def get_x(self, *args: Any) -> Ent:
         """Like :meth:`get` but raises EntNotFoundError when nothing matches."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.get_x(self, args)  # type: ignore[no-any-return]
         ent = self._get_id(args[0]) if len(args) == 1 else self.get(*args)
         if ent is None:
             if len(args) == 1:
@@ -951,6 +979,9 @@ class TableQuery(Query):
 
     def get_many(self, *args: Any) -> list[Ent | None]:
         """``get_many(ids)`` or ``get_many(index, values)``: results in order, None where missing."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.get_many(self, args)  # type: ignore[no-any-return]
         rt = self._rt
         tx = self._tx
         if len(args) == 1:
@@ -992,6 +1023,9 @@ class TableQuery(Query):
 
     def get_many_x(self, *args: Any) -> list[Ent]:
         """Like :meth:`get_many` but raises EntNotFoundError if any is missing."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.get_many_x(self, args)  # type: ignore[no-any-return]
         out = self.get_many(*args)
         for i, ent in enumerate(out):
             if ent is None:
@@ -1013,10 +1047,16 @@ class TableQuery(Query):
 
     def insert(self, value: dict[str, Any]) -> str:
         """Insert an ent; returns its id. Many:many edges may be given as lists of ids."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.insert(self, value)  # type: ignore[no-any-return]
         return writer.insert(self._tx, self._rt, value)
 
     def insert_many(self, values: Sequence[dict[str, Any]]) -> list[str]:
         """Insert several ents in one go; all or none."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.insert_many(self, values)  # type: ignore[no-any-return]
         return writer.insert_many(self._tx, self._rt, values)
 
 

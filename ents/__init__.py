@@ -17,6 +17,7 @@ from .errors import (
     InvalidIdError,
     NotUniqueError,
     ReadOnlyError,
+    RuleError,
     SchedulerError,
     SchemaError,
     StorageError,
@@ -26,6 +27,7 @@ from .errors import (
 from .functions import NonRetryableError, RetryPolicy
 from .ids import Id
 from .query import Ent
+from .rules import Rules, WriteChange
 from .schema import EntDefinition, EntSchema, define_ent, define_ent_schema
 from .values import Doc
 
@@ -58,6 +60,9 @@ __all__ = [
     "UniqueConstraintError",
     "NotUniqueError",
     "ReadOnlyError",
+    "RuleError",
+    "Rules",
+    "WriteChange",
     "ContextError",
     "FunctionNotFoundError",
     "SchedulerError",

@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .backends import open_backend
+from .backends import open_backend, redact_url
 from .clock import Clock, SystemClock
 from .context import ActionCtx, AsyncActionCtx, MutationCtx, QueryCtx
 from .ddl import sync_schema
-from .errors import DatabaseError, EntsError, FunctionNotFoundError, SchemaError
+from .errors import ConfigurationError, DatabaseError, EntsError, FunctionNotFoundError, SchemaError
 from .functions import FunctionDef, Kind, Registry, RetryPolicy
 from .ids import IdCodec
 from .runtime import TableRuntime
@@ -33,6 +33,7 @@ from .writer import ConflictRace
 
 if TYPE_CHECKING:
     from .crons import CronJobs
+    from .rules import RulesFunction
     from .worker import Worker
 
 log = logging.getLogger("ents")
@@ -55,17 +56,25 @@ class App:
         storage_dir: str | None = None,
         storage_url: str | None = None,
         scheduled_delete_batch: int = 1000,
+        rules: RulesFunction | None = None,
     ) -> None:
         if not isinstance(schema, EntSchema):
             raise SchemaError("App() takes the result of define_ent_schema(...)")
+        if rules is not None and not callable(rules):
+            raise ConfigurationError("App(rules=...) takes a function of ctx returning {table: Rules(...)}")
+        #: row-level rules: ``rules(ctx)`` is built once per function call (see ents.rules)
+        self.rules = rules
         self.schema = schema
         self.backend = open_backend(url)
         self.url = self.backend.url
         self.clock: Clock = clock or SystemClock()
         try:
             numbers = sync_schema(self.backend, schema.tables)
-        except BaseException:
+        except BaseException as exc:
             self.backend.close()
+            if isinstance(exc, self.backend.dialect.driver_errors):
+                # e.g. a read-only SQLite file that opened but cannot take the schema
+                raise ConfigurationError(f"Cannot prepare the database at {self.backend.describe()}: {exc}") from exc
             raise
         self.codec = IdCodec(numbers)
         self.runtimes: dict[str, TableRuntime] = {
@@ -317,7 +326,7 @@ class App:
         self.close()
 
     def __repr__(self) -> str:
-        return f"App({self.url!r})"
+        return f"App('{redact_url(self.url)}')"
 
 
 class Client:

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 from . import writer
 from .errors import ContextError, InvalidIdError, ReadOnlyError, ValidationError
 from .query import Query, SystemTableQuery, TableFactory, TableQuery
+from .rules import SkipRules, rules_view
 from .scheduler import Scheduler, follow_origin
 from .storage import Storage
+from .values import show
 
 if TYPE_CHECKING:
     from .app import App
@@ -48,7 +50,7 @@ class DbQuery:
         if q._index is not None or q._range_fn is not None:
             raise ValidationError("with_index() can be used once per query", table=q._rt.name)
         if not isinstance(index, str):
-            raise ValidationError(f"with_index() takes the name of an index, got {index!r}", table=q._rt.name)
+            raise ValidationError(f"with_index() takes the name of an index, got {show(index)}", table=q._rt.name)
         return DbQuery(type(q)(q._tx, q._rt, index=index, range_fn=range_fn, filters=q._filters, desc=q._desc, limit=q._limit))
 
     def filter(self, fn: Callable[[Any], Any]) -> DbQuery:
@@ -184,8 +186,15 @@ class QueryCtx:
         """``ctx.table("users")``: read (and in mutations, write) ents."""
         t = self._table
         if t is None:
-            t = self._table = TableFactory(self._tx)
+            tx = self._tx
+            rules = tx.app.rules
+            t = self._table = TableFactory(tx if rules is None else rules_view(self, tx, rules))
         return t
+
+    @property
+    def skip_rules(self) -> SkipRules:
+        """``ctx.skip_rules.table(...)``: ``ctx.table`` without the App's rules."""
+        return SkipRules(self._tx)
 
     @property
     def db(self) -> Db:
@@ -304,6 +313,7 @@ class ActionCtx:
 
     db = _NoDb("ctx.db")
     table = _NoDb("ctx.table")
+    skip_rules = _NoDb("ctx.skip_rules")
 
     def __init__(self, app: App, identity: Any = None, job: int | None = None) -> None:
         self._app = app
@@ -367,6 +377,7 @@ class AsyncActionCtx:
 
     db = _NoDb("ctx.db")
     table = _NoDb("ctx.table")
+    skip_rules = _NoDb("ctx.skip_rules")
 
     def __init__(self, sync: ActionCtx) -> None:
         self._sync = sync

@@ -127,9 +127,12 @@ def hard_delete(tx: Transaction, table: str, rids: list[int]) -> int:
         return 0
     work: list[tuple[str, str, list[Any]]] = [(table, "_rid", list(rids))]
     deleted = 0
+    rules = getattr(tx, "rules", None)  # App(rules=...): each ent reached is checked (rules.py)
     while work:
         name, column, keys = work.pop()
         rt = tx.rt(name)
+        if rules is not None:
+            rules.check_delete(rt, column, keys)
         plan = _plan(tx, rt)
         prefix, column_sql = plan.statement(tx, rt, column)
         if plan.leaf:
@@ -184,6 +187,9 @@ def soft_delete(tx: Transaction, rt: TableRuntime, rids: list[int]) -> None:
     with scheduled deletion with their hard deletion scheduled, as Convex Ents does. Ents
     already soft-deleted keep their time and are not followed again, so cycles end.
     """
+    rules = getattr(tx, "rules", None)  # App(rules=...): each ent reached is checked (rules.py)
+    if rules is not None:
+        rules.check_delete(rt, "_rid", rids)
     q = tx.dialect.q
     d = tx.dialect
     tx.run_in_chunks(f"UPDATE {rt.q_table} SET {q('deletion_time')} = {d.param}", q("_rid"), rids, params=(tx.now,))

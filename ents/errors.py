@@ -11,6 +11,7 @@ Every error ents raises on purpose derives from :class:`EntsError`::
     ├── UniqueConstraintError     a unique field or 1:1 edge would be duplicated
     ├── NotUniqueError            unique() / get(index, ...) matched several documents
     ├── ReadOnlyError             a write attempted from a query, or on a system table
+    ├── RuleError                 a read or write rule (App(rules=...)) refused a write
     ├── ContextError              ctx.db / ctx.table used where it does not exist (actions)
     ├── FunctionNotFoundError     unknown function, internal function called by a client
     ├── SchedulerError            scheduling limits, bad times, cancel of a finished job
@@ -35,6 +36,7 @@ __all__ = [
     "UniqueConstraintError",
     "NotUniqueError",
     "ReadOnlyError",
+    "RuleError",
     "ContextError",
     "FunctionNotFoundError",
     "SchedulerError",
@@ -106,6 +108,10 @@ class NotUniqueError(EntsError):
 
 class ReadOnlyError(EntsError):
     """A write was attempted where only reads are allowed."""
+
+
+class RuleError(EntsError):
+    """A rule of ``App(rules=...)`` refused an insert, update or delete (see ents.rules)."""
 
 
 class ContextError(EntsError):

@@ -20,7 +20,7 @@ from . import deletion, writer
 from .errors import EntNotFoundError, InvalidIdError, NotUniqueError, ReadOnlyError, ValidationError
 from .expressions import compile_filter, compile_range
 from .schema import Edge
-from .values import Doc, dumps, loads
+from .values import Doc, cursor_value_ok, dumps, loads, show, show_name
 
 if TYPE_CHECKING:
     from .runtime import TableRuntime
@@ -161,7 +161,9 @@ class Ent:
         """Follow an edge: an Ent (or None) for singular edges, a query for plural ones."""
         edge = self._edge_def(name)
         if edge.kind in ("field", "ref"):
-            return _single_edge(self, edge)
+            found = _single_edge(self, edge)
+            rules = getattr(self._tx, "rules", None)  # App(rules=...): see rules.py
+            return found if rules is None or found is None else rules.visible(found)
         return _plural_edge(self, edge)
 
     def edge_x(self, name: str) -> Any:
@@ -176,7 +178,8 @@ class Ent:
                     table=self._rt.name,
                     id=self._id,
                 )
-            return result
+            rules = getattr(self._tx, "rules", None)
+            return result if rules is None else rules.require_readable(result)
         return _plural_edge(self, edge)
 
     def _edge_def(self, name: str) -> Edge:
@@ -184,7 +187,7 @@ class Ent:
         if edge is None:
             known = ", ".join(f'"{e}"' for e in self._rt.table.edges) or "none"
             raise ValidationError(
-                f'Table "{self._rt.name}" has no edge "{name}" (edges: {known})', table=self._rt.name
+                f'Table "{self._rt.name}" has no edge "{show_name(name)}" (edges: {known})', table=self._rt.name
             )
         return edge
 
@@ -192,14 +195,23 @@ class Ent:
 
     def patch(self, value: dict[str, Any]) -> str:
         """Update the given fields (None removes an optional field) and edges."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.patch(self, value)  # type: ignore[no-any-return]
         return writer.patch(self._tx, self._rt, self._row[0], value)
 
     def replace(self, value: dict[str, Any]) -> str:
         """Replace all fields; many:many edges given are set exactly, omitted ones kept."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.replace(self, value)  # type: ignore[no-any-return]
         return writer.replace(self._tx, self._rt, self._row[0], value)
 
     def delete(self) -> str:
         """Delete the ent following its table's deletion behavior and cascade rules."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.delete(self)  # type: ignore[no-any-return]
         return deletion.delete_ent(self._tx, self._rt, self._row[0])
 
 
@@ -370,7 +382,7 @@ class Query:
         self._edge = edge
         if index is not None and rt.table.resolve_index(index) is None and index != "by_creation_time":
             known = ", ".join(f'"{n}"' for n in rt.table.index_names()) or "none"
-            raise ValidationError(f'Table "{rt.name}" has no index "{index}" (indexes: {known})', table=rt.name)
+            raise ValidationError(f'Table "{rt.name}" has no index "{show_name(index)}" (indexes: {known})', table=rt.name)
 
     def _clone(self, **changes: Any) -> Query:
         q = object.__new__(type(self))
@@ -391,7 +403,7 @@ class Query:
     def order(self, direction: str, index: str | None = None) -> Query:
         """Order ``"asc"`` or ``"desc"`` (by the index, or by creation time)."""
         if direction not in ("asc", "desc"):
-            raise ValidationError(f'order() takes "asc" or "desc", got {direction!r}', table=self._rt.name)
+            raise ValidationError(f'order() takes "asc" or "desc", got {show(direction)}', table=self._rt.name)
         changes: dict[str, Any] = {"desc": direction == "desc"}
         if index is not None:
             if self._index is not None and self._index != index:
@@ -405,7 +417,7 @@ class Query:
     def take(self, n: int) -> Query:
         """At most ``n`` results (still lazy; iterate, index or ``len()`` it)."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ValidationError(f"take() needs a non-negative integer, got {n!r}", table=self._rt.name)
+            raise ValidationError(f"take() needs a non-negative integer, got {show(n)}", table=self._rt.name)
         limit = n if self._limit is None else min(n, self._limit)
         return self._clone(limit=limit)
 
@@ -588,6 +600,10 @@ class Query:
     def _rows(self, limit: int | None, after: list[Any] | None = None) -> Iterator[list[tuple[Any, ...]]]:
         """Raw rows in chunks, following the keyset from ``after``."""
         tx = self._tx
+        rules = getattr(tx, "rules", None)
+        if rules is not None:  # App(rules=...): only the rows the read rule allows
+            yield from rules.rows(self, limit, after)
+            return
         # Compiled once per read (not per chunk), and first: a bad filter or range is refused
         # even when there is no row. Not kept across reads: row-key bounds derived from
         # creation times hold only for the rows there are now.
@@ -667,6 +683,9 @@ class Query:
         ``ctx.table("parents", "by_grp", lambda q: q.eq("grp", "a")).delete()``. Tables with
         soft or scheduled deletion are soft-deleted (and their hard deletion scheduled).
         """
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.delete_query(self)  # type: ignore[no-any-return]
         rids = [self._row_of(r)[0] for rows in self._rows(self._limit) for r in rows]
         return deletion.delete_many(self._tx, self._rt, rids)
 
@@ -702,11 +721,14 @@ class Query:
 
     def paginate(self, opts: dict[str, Any]) -> dict[str, Any]:
         """A page: ``{"page": [ents], "is_done": bool, "continue_cursor": str}``."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:  # the page is read as without rules, then filtered
+            return rules.paginate(self, opts)  # type: ignore[no-any-return]
         if not isinstance(opts, dict):
             raise ValidationError('paginate() takes {"num_items": n, "cursor": None or a cursor}', table=self._rt.name)
         n = opts.get("num_items", opts.get("numItems"))
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ValidationError(f'paginate() needs "num_items" as a non-negative integer, got {n!r}', table=self._rt.name)
+            raise ValidationError(f'paginate() needs "num_items" as a non-negative integer, got {show(n)}', table=self._rt.name)
         cursor = opts.get("cursor")
         after = self._decode_cursor(cursor) if cursor else None
         if after == "end":
@@ -738,16 +760,26 @@ class Query:
             data = loads(raw)
             sig, key = data["s"], data["k"]
         except Exception:
-            raise ValidationError(f"Invalid pagination cursor {cursor!r}", table=self._rt.name) from None
+            raise ValidationError(f"Invalid pagination cursor {show(cursor)}", table=self._rt.name) from None
         if sig != self._signature():
             raise ValidationError(
                 f'This pagination cursor belongs to another query (not this one on table "{self._rt.name}"); '
                 "pass the cursor back to the query that produced it",
                 table=self._rt.name,
             )
-        if key != "end" and not isinstance(key, list):
-            raise ValidationError(f"Invalid pagination cursor {cursor!r}", table=self._rt.name)
+        if key != "end" and not (isinstance(key, list) and self._cursor_key_ok(key)):
+            raise ValidationError(f"Invalid pagination cursor {show(cursor)}", table=self._rt.name)
         return key
+
+    def _cursor_key_ok(self, key: list[Any]) -> bool:
+        """Whether each value of a (possibly forged) cursor key fits its column."""
+        fields = self._rt.table.fields
+        kinds: list[str] = [fields[f].kind for f in self._index_fields()]
+        tail = len(key) - len(kinds)
+        if tail not in (1, 2):
+            return False
+        kinds += ["time", "rid"][-tail:]
+        return all(cursor_value_ok(k, v) for k, v in zip(kinds, key, strict=True))
 
 
 def keyset(
@@ -880,6 +912,9 @@ class TableQuery(Query):
 
     def get(self, *args: Any) -> Ent | None:
         """``get(id)``, or ``get(index_or_unique_field, *values)``; None if not found."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.get(self, args)  # type: ignore[no-any-return]
         if len(args) == 1:
             return self._get_id(args[0])
         if len(args) < 2:
@@ -888,6 +923,9 @@ class TableQuery(Query):
 
     def get_x(self, *args: Any) -> Ent:
         """Like :meth:`get` but raises EntNotFoundError when nothing matches."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.get_x(self, args)  # type: ignore[no-any-return]
         ent = self._get_id(args[0]) if len(args) == 1 else self.get(*args)
         if ent is None:
             if len(args) == 1:
@@ -896,7 +934,7 @@ class TableQuery(Query):
                     table=self._rt.name,
                     id=str(args[0]),
                 )
-            values = ", ".join(f"`{v}`" for v in args[1:])
+            values = ", ".join(f"`{show_name(v)}`" for v in args[1:])
             raise EntNotFoundError(
                 f'Document not found in table "{self._rt.name}" with "{args[0]}" equal to {values}',
                 table=self._rt.name,
@@ -914,7 +952,7 @@ class TableQuery(Query):
     def _by_index(self, name: Any, values: Sequence[Any]) -> Query:
         rt = self._rt
         if not isinstance(name, str):
-            raise ValidationError(f'get() on table "{rt.name}": index name must be a string, got {name!r}', table=rt.name)
+            raise ValidationError(f'get() on table "{rt.name}": index name must be a string, got {show(name)}', table=rt.name)
         resolved = rt.table.resolve_index(name)
         if resolved is None:
             known = ", ".join(f'"{n}"' for n in rt.table.index_names()) or "none"
@@ -941,6 +979,9 @@ class TableQuery(Query):
 
     def get_many(self, *args: Any) -> list[Ent | None]:
         """``get_many(ids)`` or ``get_many(index, values)``: results in order, None where missing."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.get_many(self, args)  # type: ignore[no-any-return]
         rt = self._rt
         tx = self._tx
         if len(args) == 1:
@@ -958,7 +999,7 @@ class TableQuery(Query):
         resolved = rt.table.resolve_index(name) if isinstance(name, str) else None
         if resolved is None or len(resolved[1]) != 1:
             raise ValidationError(
-                f'get_many() on table "{rt.name}" needs a single-field index or unique field, got {name!r}',
+                f'get_many() on table "{rt.name}" needs a single-field index or unique field, got {show(name)}',
                 table=rt.name,
             )
         field = resolved[1][0]
@@ -973,7 +1014,7 @@ class TableQuery(Query):
             k = e._row[col]
             if k in by_key:
                 raise NotUniqueError(
-                    f'get_many() on table "{rt.name}": several documents have "{field}" equal to `{values[keys.index(k)]}`',
+                    f'get_many() on table "{rt.name}": several documents have "{field}" equal to `{show_name(values[keys.index(k)])}`',
                     table=rt.name,
                     field=field,
                 )
@@ -982,6 +1023,9 @@ class TableQuery(Query):
 
     def get_many_x(self, *args: Any) -> list[Ent]:
         """Like :meth:`get_many` but raises EntNotFoundError if any is missing."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.get_many_x(self, args)  # type: ignore[no-any-return]
         out = self.get_many(*args)
         for i, ent in enumerate(out):
             if ent is None:
@@ -1003,10 +1047,16 @@ class TableQuery(Query):
 
     def insert(self, value: dict[str, Any]) -> str:
         """Insert an ent; returns its id. Many:many edges may be given as lists of ids."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.insert(self, value)  # type: ignore[no-any-return]
         return writer.insert(self._tx, self._rt, value)
 
     def insert_many(self, values: Sequence[dict[str, Any]]) -> list[str]:
         """Insert several ents in one go; all or none."""
+        rules = getattr(self._tx, "rules", None)
+        if rules is not None:
+            return rules.insert_many(self, values)  # type: ignore[no-any-return]
         return writer.insert_many(self._tx, self._rt, values)
 
 
@@ -1051,5 +1101,5 @@ class TableFactory:
 
     def system(self, table: str, index: str | None = None, range_fn: Callable[[Any], Any] | None = None) -> TableQuery:
         if not isinstance(table, str) or not table.startswith("_"):
-            raise ValidationError(f'ctx.table.system() reads system tables; "{table}" is not one', table=table)
+            raise ValidationError(f'ctx.table.system() reads system tables; "{show_name(table)}" is not one', table=show_name(table))
         return self(table, index, range_fn)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import schema_examples
-from ents import EntNotFoundError, FunctionNotFoundError, ValidationError
+from ents import EntNotFoundError, FunctionNotFoundError, RuleError, ValidationError
 from schema_examples import (
     answers,
     batch,
@@ -31,6 +31,7 @@ from schema_examples import (
     reminders,
     retries,
     saga,
+    secrets,
     sessions,
     subscriptions,
 )
@@ -72,7 +73,8 @@ def state(app: Any, id: str) -> str:
 
 def test_every_example_is_tested_here() -> None:
     assert EXAMPLES == sorted(
-        ["answers", "batch", "messages", "orders", "payments", "reminders", "retries", "saga", "sessions", "subscriptions"]
+        ["answers", "batch", "messages", "orders", "payments", "reminders", "retries", "saga", "secrets", "sessions",
+         "subscriptions"]
     )
     for name in EXAMPLES:
         module = importlib.import_module(f"schema_examples.{name}")
@@ -503,3 +505,29 @@ def test_the_daily_cron_deletes_stale_sessions_in_batches(db_url: str) -> None:
         assert cron["next_run"] == feb1 + DAY
     finally:
         app.close()
+
+
+# -- secrets (rules) ---------------------------------------------------------------------
+
+
+def test_secrets_each_user_sees_and_changes_only_their_own(build: Any) -> None:
+    app = build(secrets)
+    ada_id = app.run_mutation(secrets.sign_up, {"name": "Ada", "token": "a"})
+    bob_id = app.run_mutation(secrets.sign_up, {"name": "Bob", "token": "b"})
+    ada, bob = app.client(identity={"token": "a"}), app.client(identity={"token": "b"})
+    diary = ada.mutation(secrets.add_secret, {"text": "diary"})
+    pin = bob.mutation(secrets.add_secret, {"text": "pin"})
+    assert ada.query(secrets.my_secrets) == ["diary"] and bob.query(secrets.my_secrets) == ["pin"]
+    assert app.client().query(secrets.my_secrets) == []
+    assert bob.query(secrets.read_secret, {"secret_id": diary}) is None
+    assert bob.query(secrets.read_secret, {"secret_id": pin}) == "pin"
+    with pytest.raises(RuleError, match='Cannot insert into table "secrets"'):
+        bob.mutation(secrets.give_secret, {"text": "gift", "owner_id": ada_id})
+    assert bob.mutation(secrets.give_secret, {"text": "note to self", "owner_id": bob_id})
+    with pytest.raises(EntNotFoundError, match="cannot be read"):
+        bob.mutation(secrets.delete_secret, {"secret_id": diary})
+    with pytest.raises(FunctionNotFoundError):
+        bob.query(secrets.count_all_secrets)
+    assert app.run_query(secrets.count_all_secrets) == 3
+    ada.mutation(secrets.delete_secret, {"secret_id": diary})
+    assert ada.query(secrets.my_secrets) == [] and app.run_query(secrets.count_all_secrets) == 2

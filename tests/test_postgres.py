@@ -173,3 +173,39 @@ def test_processes_opening_a_fresh_database_at_once_all_succeed(pg_url, tmp_path
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-800:] for _, err in outs]
     assert len({out for out, _ in outs}) == 1
+
+
+def test_a_job_scheduled_by_another_process_wakes_the_worker_at_once(pg_url, monkeypatch):
+    """The LISTEN thread hands each notification on as it arrives. Every other way the
+    worker could find the job is made an hour long: the listener's own wait between looks
+    at whether it must stop (which used to be when notifications were handed on),
+    housekeeping, and there is no due time to sleep until (the job is scheduled while the
+    worker sleeps). So the job can only run within the 30 s allowed if the notification
+    woke the worker; the bound is a deadline for a failure, not a speed measurement."""
+    import ents.backends.postgres as pg
+
+    monkeypatch.setattr(pg, "LISTEN_WAIT_S", 3600.0)
+    schema = define_ent_schema({"events": define_ent({"what": str})})
+
+    def make() -> App:
+        app = App(schema, pg_url)
+
+        @app.internal_mutation(name="listen:log")
+        def log(ctx, what: str) -> None:
+            ctx.table("events").insert({"what": what})
+
+        return app
+
+    worker_app, other = make(), make()  # two pools: the worker's process never sees the commit
+    try:
+        with worker_app.worker(housekeeping_interval=3600) as worker:
+            # The first job proves the worker listens (its LISTEN ran, its start-up is over).
+            for what in ("first", "second", "third"):
+                # Scheduled only once the worker sleeps: not while it still looks for work.
+                assert worker._sleeping.wait(30)
+                other.run(lambda ctx: ctx.scheduler.run_after(0, "listen:log", {"what": what}))  # noqa: B023
+                assert wait_for(lambda: what in [e.what for e in other.run(lambda ctx: ctx.table("events").collect())], timeout=30), what  # noqa: B023
+        assert worker.jobs_run == 3
+    finally:
+        worker_app.close()
+        other.close()

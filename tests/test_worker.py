@@ -233,3 +233,96 @@ def test_killed_worker_loses_no_mutation_and_reruns_no_action(url, tmp_path):
     assert sorted(starts) == sorted(set(starts)) and len(starts) == 4  # never re-run
     assert not any(x.startswith("end") for x in lines)
     app.close()
+
+
+# -- claiming actions ------------------------------------------------------------------
+
+
+def test_finish_in_progress_claims_each_action_only_as_it_starts(make_app):
+    """A claim commits a job as inProgress; one claimed before its turn would end failed,
+    never run, if the process died first. So while one action runs, the others due are
+    still pending."""
+    app = make_app(schema)
+    seen: list[dict[str, int]] = []
+
+    @app.internal_query
+    def states(ctx) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for j in ctx.table("_scheduled_functions"):
+            out[j.state.kind] = out.get(j.state.kind, 0) + 1
+        return out
+
+    @app.internal_action
+    def work(ctx, i: int) -> None:
+        seen.append(ctx.run_query(states, {}))
+
+    app.run(lambda ctx: [ctx.scheduler.run_after(0, work, {"i": i}) for i in range(4)])
+    assert app.finish_in_progress_scheduled_functions() == 4
+    assert seen == [
+        {"inProgress": 1, "pending": 3},
+        {"success": 1, "inProgress": 1, "pending": 2},
+        {"success": 2, "inProgress": 1, "pending": 1},
+        {"success": 3, "inProgress": 1},
+    ]
+
+
+def test_a_worker_claims_only_the_actions_it_can_start(url):
+    app = App(schema, url)
+    release = threading.Event()
+    started: list[int] = []
+
+    @app.internal_action
+    def blocked(ctx, i: int) -> None:
+        started.append(i)
+        release.wait(30)
+
+    app.run(lambda ctx: [ctx.scheduler.run_after(0, blocked, {"i": i}) for i in range(5)])
+    try:
+        with app.worker(concurrency=2):
+            assert wait_for(lambda: len(started) == 2, timeout=30)
+            assert jobs_by_state(app) == {"inProgress": 2, "pending": 3}
+            release.set()
+            assert wait_for(lambda: jobs_by_state(app) == {"success": 5}, timeout=30)
+    finally:
+        release.set()
+    app.close()
+
+
+def test_a_dead_worker_on_this_machine_is_noticed_at_once(url):
+    """A worker process on this machine that dies holding an action is noticed the moment
+    it exits, not at the next housekeeping nor when its lease expires: here both are an
+    hour away, so only the notice can end the wait."""
+    import socket
+
+    from ents.worker import Executor
+
+    app = App(schema, url)
+
+    @app.internal_action
+    def held(ctx) -> None:  # never runs here: the process below claims it
+        raise AssertionError("a claimed action ran again")
+
+    @app.internal_mutation
+    def log(ctx, what: str) -> None:
+        ctx.table("events").insert({"what": what})
+
+    # A stand-in for another worker process: it holds the action's lease for an hour.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        job = app.run(lambda ctx: ctx.scheduler.run_after(0, held, {}))
+        claimed = Executor(app, f"{socket.gethostname()}:{other.pid}:other", lease_ms=3_600_000).claim_due_actions(5)
+        assert [c[0] for c in claimed] == [app.codec.decode(job)[1]]
+        with app.worker(housekeeping_interval=3600, lease_ms=3_600_000):
+            # Once this job ran, the worker is past its start-up recovery (which would find
+            # a process dead by then) and waits for work.
+            app.run(lambda ctx: ctx.scheduler.run_after(0, log, {"what": "ready"}))
+            assert wait_for(lambda: jobs_by_state(app).get("success") == 1, timeout=30)
+            assert jobs_by_state(app) == {"success": 1, "inProgress": 1}
+            other.kill()
+            other.wait(30)
+            assert wait_for(lambda: app.run(lambda ctx: ctx.db.system.get(job))["state"]["kind"] == "failed", timeout=30)
+        assert app.run(lambda ctx: ctx.db.system.get(job))["state"] == {"kind": "failed", "error": TRANSIENT_ACTION_ERROR}
+    finally:
+        other.kill()
+        other.wait(30)
+    app.close()

@@ -21,9 +21,6 @@ STARK = {"name": "Stark", "email": "tony@stark.com"}
 MUSK = {"name": "Musk", "email": "elon@musk.com"}
 JOBS = {"name": "Jobs", "email": "steve@jobs.com"}
 
-pytestmark = pytest.mark.xfail(strict=True, reason="pending: rules")
-
-
 def get_viewer_id(ctx: Any) -> str | None:
     """``getViewerId``: the first user, read without rules."""
     first = ctx.skip_rules.table("users").first()

@@ -64,7 +64,7 @@ def _where(frame: Any) -> str:
     return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
-@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: with -p no:timeout there is no timer
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # pytest-timeout declares these hooks
 def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
     if settings.method != "signal" or threading.current_thread() is not threading.main_thread():
         return None  # pytest-timeout's own timer

@@ -213,7 +213,10 @@ class EntDefinition:
         _check_name("field", name)
         if name in self._fields or name in self._shape_names:
             raise SchemaError(f'Duplicate field "{name}"', field=name)
-        self._fields[name] = (type, {"unique": bool(unique), "index": bool(index) or bool(unique), "default": default})
+        if not isinstance(unique, bool) or not isinstance(index, bool):
+            # (bool() of an odd object may raise, or warn and later raise: NotImplemented)
+            raise SchemaError(f'Field "{name}": unique= and index= take True or False', field=name)
+        self._fields[name] = (type, {"unique": unique, "index": index or unique, "default": default})
         return self
 
     def edge(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import reprlib
 import sys
 from typing import Any
@@ -221,15 +222,38 @@ def dumps(value: Any) -> str:
     """Encode normalized data as compact JSON text (bytes become ``{"$bytes": ...}``)."""
     try:
         try:
-            return _dumps(value)
+            text = _dumps(value)
         except TypeError:
-            return _dumps(_encode_bytes(value))
+            value = _encode_bytes(value)
+            text = _dumps(value)
     except ValueError:
         # normalize() rejects NaN first; what is left is an integer of more digits than
         # Python converts to text (sys.get_int_max_str_digits()).
         raise ValidationError(
             f"A value holds an integer of more than {sys.get_int_max_str_digits()} digits, which cannot be stored"
         ) from None
+    if "e+" in text:
+        # A float of 1e16 or more is written in exponent form ("1e+16"); PostgreSQL's jsonb
+        # keeps it as the number 10000000000000000, which reads back as an int. Written with
+        # its digits and a ".0", it reads back as the float it was, on every backend.
+        text = _FLOAT_MARK.sub(r"\1", _dumps(_mark_big_floats(value)))
+    return text
+
+
+# User strings never hold NUL (check_str refuses it), so a NUL-led string in ents' own JSON
+# text can only be one of these marks.
+_FLOAT_MARK = re.compile(r'"\\u0000(-?[0-9]+\.0)"')
+
+
+def _mark_big_floats(value: Any) -> Any:
+    t = type(value)
+    if t is float:
+        return f"\x00{value:.1f}" if abs(value) >= 1e16 else value
+    if t is dict:
+        return {k: _mark_big_floats(v) for k, v in value.items()}
+    if t is list:
+        return [_mark_big_floats(v) for v in value]
+    return value
 
 
 def _bytes_hook(obj: dict[str, Any]) -> Any:

@@ -209,3 +209,49 @@ def test_a_job_scheduled_by_another_process_wakes_the_worker_at_once(pg_url, mon
     finally:
         worker_app.close()
         other.close()
+
+
+def test_a_statement_that_can_never_succeed_is_not_retried(pg_url):
+    """PostgreSQL refuses an index entry over a third of a page ("index row requires ...
+    bytes"); that is no lost connection, so it fails at once instead of being retried for
+    30 s and reported as an unavailable database. Nothing is written."""
+    schema = define_ent_schema({"docs": define_ent({}).field("key", str, unique=True)})
+    app = App(schema, pg_url)
+    try:
+        big = "".join(f"{i:08x}" for i in range(200_000))  # 1.6 MB that does not compress away
+        with pytest.raises(DatabaseError) as err:
+            app.run(lambda ctx: ctx.table("docs").insert({"key": big}))
+        assert "stayed unavailable" not in str(err.value)
+        assert app.run(lambda ctx: len(ctx.table("docs"))) == 0
+    finally:
+        app.close()
+
+
+def test_url_options_with_spaces_reach_the_server(pg_url):
+    """``options=-c a=b -c c=d`` is passed on as written (a space is not turned into '+')."""
+    base, _, opts = pg_url.partition("options=")
+    from urllib.parse import quote, unquote
+
+    url = base + "options=" + quote(unquote(opts) + " -c statement_timeout=12345")
+    schema = define_ent_schema({"docs": define_ent({"n": int})})
+    app = App(schema, url)
+    try:
+        with app.backend.connection() as conn:
+            assert conn.execute("SHOW statement_timeout").fetchone()[0] == "12345ms"
+            conn.rollback()
+    finally:
+        app.close()
+
+
+def test_apps_in_different_schemas_notify_on_different_channels(request):
+    """Workers of an app are woken by jobs of that app, not by those of an app in another
+    schema of the same database."""
+    schema = define_ent_schema({"docs": define_ent({"n": int})})
+    first, second = App(schema, fresh_schema_url(request)), App(schema, fresh_schema_url(request))
+    again = App(schema, first.url)
+    try:
+        assert first.backend._job_channel() != second.backend._job_channel()
+        assert first.backend._job_channel() == again.backend._job_channel()
+    finally:
+        for app in (first, second, again):
+            app.close()

@@ -12,13 +12,14 @@ URL options (removed before connecting): ``pool_size`` (default 10) and
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy.dialects import postgresql as sa_pg
 
@@ -36,7 +37,9 @@ except ImportError as exc:  # pragma: no cover - checked in open_backend first
 
 log = logging.getLogger("ents.postgres")
 
-CHANNEL = "ents_jobs"
+#: prefix of the NOTIFY channel; the rest names the database and schema, so that apps in
+#: different schemas of one server do not wake each other's workers
+CHANNEL_PREFIX = "ents_jobs_"
 _TRANSIENT = (
     pg_errors.SerializationFailure,
     pg_errors.DeadlockDetected,
@@ -91,6 +94,10 @@ class PostgresDialect(Dialect):
             return "transient"
         if isinstance(exc, PoolTimeout):
             return "transient"
+        if isinstance(exc, pg_errors.ProgramLimitExceeded):
+            # e.g. "index row requires 1000016 bytes, maximum size is 8191": the statement
+            # can never succeed, so it is not retried (the connection is fine).
+            return None
         if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, pg_errors.QueryCanceled):
             return "connection"
         return None
@@ -166,7 +173,7 @@ def _split_url(url: str) -> tuple[str, dict[str, str]]:
     ours = {k: v for k, v in query if k in ("pool_size", "connect_timeout")}
     rest = [(k, v) for k, v in query if k not in ours]
     scheme = "postgresql"
-    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment)), ours
+    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(rest, quote_via=quote), parts.fragment)), ours
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -214,6 +221,20 @@ class PostgresBackend(Backend):
             self.pool.close()
             raise ConfigurationError(f"Cannot connect to PostgreSQL at {self.describe()}: {exc}") from exc
         self._local = threading.local()
+        self._channel: str | None = None
+
+    def _job_channel(self, conn: Connection | None = None) -> str:
+        """The NOTIFY channel of this database and schema (asked once, after the schema
+        exists: before, ``current_schema()`` is NULL)."""
+        if self._channel is None:
+            if conn is not None:
+                db, schema = conn.execute("SELECT current_database(), current_schema()").fetchone()
+            else:
+                with self.connection() as own:
+                    db, schema = own.execute("SELECT current_database(), current_schema()").fetchone()
+                    own.rollback()
+            self._channel = CHANNEL_PREFIX + hashlib.sha256(f"{db}.{schema}".encode()).hexdigest()[:24]
+        return self._channel
 
     def describe(self) -> str:
         """``postgresql://host:port/db``: no user, password or options."""
@@ -284,10 +305,10 @@ class PostgresBackend(Backend):
     # -- wake-ups ----------------------------------------------------------------------------
 
     def notify(self, conn: Connection, payload: str) -> None:
-        conn.execute(f"NOTIFY {CHANNEL}")
+        conn.execute(f"NOTIFY {self._job_channel(conn)}")
 
     def watch(self, callback: Callable[[], None], interval: float = 0.05) -> Callable[[], None]:
-        return _Listener(self.conninfo, callback, self._notify_channel).stop
+        return _Listener(self.conninfo, self._job_channel(), callback, self._notify_channel).stop
 
     def _notify_channel(self, channel: str) -> None:
         """NOTIFY ``channel`` from a pooled connection (best effort: used to stop a listener)."""
@@ -321,8 +342,9 @@ class _Listener:
     wake-ups, so a burst of notifications costs a few lock operations, not a query each.
     """
 
-    def __init__(self, conninfo: str, callback: Callable[[], None], notify: Callable[[str], None]) -> None:
+    def __init__(self, conninfo: str, channel: str, callback: Callable[[], None], notify: Callable[[str], None]) -> None:
         self._conninfo = conninfo
+        self._channel = channel
         self._callback = callback
         self._notify = notify
         # A channel of our own, on which stop() wakes this thread out of its wait.
@@ -337,7 +359,7 @@ class _Listener:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {self._channel}")
                     conn.execute(f"LISTEN {self._stop_channel}")
                     self._listening = True
                     # Something may have been scheduled while we were not listening.

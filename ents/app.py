@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .backends import open_backend
+from .backends import open_backend, redact_url
 from .clock import Clock, SystemClock
 from .context import ActionCtx, AsyncActionCtx, MutationCtx, QueryCtx
 from .ddl import sync_schema
@@ -70,8 +70,11 @@ class App:
         self.clock: Clock = clock or SystemClock()
         try:
             numbers = sync_schema(self.backend, schema.tables)
-        except BaseException:
+        except BaseException as exc:
             self.backend.close()
+            if isinstance(exc, self.backend.dialect.driver_errors):
+                # e.g. a read-only SQLite file that opened but cannot take the schema
+                raise ConfigurationError(f"Cannot prepare the database at {self.backend.describe()}: {exc}") from exc
             raise
         self.codec = IdCodec(numbers)
         self.runtimes: dict[str, TableRuntime] = {
@@ -326,7 +329,7 @@ class App:
         self.close()
 
     def __repr__(self) -> str:
-        return f"App({self.url!r})"
+        return f"App('{redact_url(self.url)}')"
 
 
 class Client:

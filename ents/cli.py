@@ -27,27 +27,50 @@ from .errors import EntsError
 from .worker import DEFAULT_BATCH
 
 
+class CommandError(Exception):
+    """A failure the command reports as one line on stderr (exit code 1)."""
+
+
 def load_app(spec: str) -> App:
     """Import ``module:attribute``; call it if it is a factory."""
     if ":" not in spec:
-        raise SystemExit(f"ents: expected MODULE:APP (e.g. myapp.main:app), got {spec!r}")
+        raise CommandError(f"expected MODULE:APP (e.g. myapp.main:app), got {spec!r}")
     module_name, attr = spec.split(":", 1)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SystemExit(f"ents: cannot import {module_name!r}: {exc}") from None
+    except EntsError as exc:  # e.g. an App(...) at import time on a bad database URL
+        raise CommandError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # a module that raises while it is imported, not only ImportError
+        raise CommandError(f"cannot import {module_name!r}: {_one_line(exc)}") from exc
     obj: Any = module
     for part in attr.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
-            raise SystemExit(f"ents: {module_name!r} has no attribute {attr!r}")
+            raise CommandError(f"{module_name!r} has no attribute {attr!r}")
     if not isinstance(obj, App) and callable(obj):
-        obj = obj()
+        try:
+            obj = obj()
+        except EntsError as exc:
+            raise CommandError(f"{spec} failed to create the App: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise CommandError(f"{spec} failed to create the App: {_one_line(exc)}") from exc
     if not isinstance(obj, App):
-        raise SystemExit(f"ents: {spec} is not an ents App (got {type(obj).__name__})")
+        raise CommandError(f"{spec} is not an ents App (got {type(obj).__name__})")
     return obj
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line, bounded, for any exception (even one whose str() fails)."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    text = " ".join(text.split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _when(ms: Any) -> str:
@@ -86,7 +109,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             q = ctx.table("_scheduled_functions")
         return [e.doc() for e in q.order("desc").take(args.limit)]
 
-    rows = app._transact(lambda tx: read(_ctx(tx)), write=False)
+    try:
+        rows = app._transact(lambda tx: read(_ctx(tx)), write=False)
+    finally:
+        app.close()
     if args.json:
         print(json.dumps(rows, default=str, indent=2))
         return 0
@@ -96,7 +122,6 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         print(f"{r['_id']:<14} {state:<11} {_when(r['scheduled_time']):<25} {_when(r.get('completed_time')):<25} {r['name']}")
         if state == "failed" and r["state"].get("error"):
             print(f"{'':<14} error: {r['state']['error']}")
-    app.close()
     return 0
 
 
@@ -110,11 +135,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     app = load_app(args.app)
     try:
         app.run(lambda ctx: ctx.scheduler.cancel(args.job_id))
-    except EntsError as exc:
-        print(f"ents: {exc}", file=sys.stderr)
-        return 1
+    finally:
+        app.close()
     print(f"canceled {args.job_id}")
-    app.close()
     return 0
 
 
@@ -122,8 +145,11 @@ def cmd_crons(args: argparse.Namespace) -> int:
     app = load_app(args.app)
     from .crons import reconcile
 
-    reconcile(app)
-    rows = app._transact(lambda tx: [e.doc() for e in _ctx(tx).table("_cron_jobs")], write=False)
+    try:
+        reconcile(app)
+        rows = app._transact(lambda tx: [e.doc() for e in _ctx(tx).table("_cron_jobs")], write=False)
+    finally:
+        app.close()
     if args.json:
         print(json.dumps(rows, default=str, indent=2))
         return 0
@@ -131,22 +157,30 @@ def cmd_crons(args: argparse.Namespace) -> int:
         last = r.get("last_runs") or []
         outcome = last[-1].get("state", "?") if last else "never run"
         print(f"{r['name']:<30} next {_when(r.get('next_run')):<25} last {outcome:<10} -> {r.get('function')}")
-    app.close()
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    app = load_app(args.app)
-    fdef = app.functions.resolve(args.function)
-    payload = json.loads(args.args) if args.args else {}
-    runner = {"query": app.run_query, "mutation": app.run_mutation, "action": app.run_action}[fdef.kind]
     try:
-        result = runner(fdef, payload)
-    except EntsError as exc:
-        print(f"ents: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(result, default=str, indent=2))
-    app.close()
+        payload = json.loads(args.args) if args.args else {}
+    except ValueError as exc:
+        raise CommandError(f"--args is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise CommandError(f"--args must be a JSON object of arguments, got {type(payload).__name__}")
+    app = load_app(args.app)
+    try:
+        fdef = app.functions.resolve(args.function)
+        runner = {"query": app.run_query, "mutation": app.run_mutation, "action": app.run_action}[fdef.kind]
+        try:
+            result = runner(fdef, payload)
+        except EntsError:
+            raise
+        except Exception as exc:  # the function's own failure
+            raise CommandError(f"`{fdef.name}` failed: {_one_line(exc)}") from exc
+        text = json.dumps(result, default=str, indent=2)
+    finally:
+        app.close()
+    print(text)
     return 0
 
 
@@ -192,7 +226,22 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return int(args.fn(args))
+    # Every failure is one line on stderr and exit code 1, never a traceback (which could
+    # show a database URL or an argument); --log-level DEBUG logs the traceback as well.
+    try:
+        return int(args.fn(args))
+    except (CommandError, EntsError, KeyboardInterrupt, Exception) as exc:
+        if isinstance(exc, CommandError):
+            text = str(exc)
+        elif isinstance(exc, EntsError):
+            text = f"{type(exc).__name__}: {exc}"
+        elif isinstance(exc, KeyboardInterrupt):
+            text = "interrupted"
+        else:
+            text = f"unexpected error: {_one_line(exc)}"
+        logging.getLogger("ents").debug("ents %s failed", args.command, exc_info=True)
+    print(f"ents: {' '.join(text.split())}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,6 +27,7 @@ from .query import Page, Query, SystemTableQuery, TableFactory, TableQuery
 from .rules import SkipRules, rules_view
 from .scheduler import Scheduler, follow_origin
 from .storage import Storage
+from .values import show
 
 if TYPE_CHECKING:
     from .app import App
@@ -57,7 +58,7 @@ class DbQuery:
         if q._index is not None or q._range_fn is not None:
             raise ValidationError("with_index() can be used once per query", table=q._rt.name)
         if not isinstance(index, str):
-            raise ValidationError(f"with_index() takes the name of an index, got {index!r}", table=q._rt.name)
+            raise ValidationError(f"with_index() takes the name of an index, got {show(index)}", table=q._rt.name)
         return DbQuery(type(q)(q._tx, q._rt, index=index, range_fn=range_fn, filters=q._filters, desc=q._desc, limit=q._limit))
 
     def filter(self, fn: Callable[[Any], Any]) -> DbQuery:

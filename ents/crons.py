@@ -71,7 +71,7 @@ from croniter import CroniterBadDateError, CroniterError, croniter
 from .errors import FunctionNotFoundError, SchedulerError, ValidationError
 from .functions import FunctionDef
 from .scheduler import JOBS, schedule
-from .values import Doc, check_str, normalize
+from .values import Doc, check_str, float_of, normalize, show, show_name
 
 if TYPE_CHECKING:
     from .app import App
@@ -102,15 +102,17 @@ _ACTIVE = ("pending", "inProgress")
 
 
 def _fail(name: str, message: str, function: str | None = None) -> SchedulerError:
-    return SchedulerError(f'Cron "{name}": {message}', function=function)
+    return SchedulerError(f'Cron "{show_name(name)}": {message}', function=function)
 
 
 def _interval(name: str, spec: Any) -> dict[str, Any]:
     if not isinstance(spec, Mapping) or len(spec) != 1 or next(iter(spec)) not in _UNITS:
-        raise _fail(name, f'an interval is one of {{"seconds": n}}, {{"minutes": n}} or {{"hours": n}}; got {spec!r}')
+        raise _fail(name, f'an interval is one of {{"seconds": n}}, {{"minutes": n}} or {{"hours": n}}; got {show(spec)}')
     unit, n = next(iter(spec.items()))
-    if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) or n <= 0:
-        raise _fail(name, f"the interval must be a positive number of {unit}, got {n!r}")
+    # float_of: math.isfinite() itself overflows on an integer beyond a float's range
+    as_float = float_of(n) if isinstance(n, (int, float)) and not isinstance(n, bool) else None
+    if as_float is None or not math.isfinite(as_float) or n <= 0:
+        raise _fail(name, f"the interval must be a positive number of {unit}, got {show(n)}")
     seconds = n * _UNITS[unit]
     if isinstance(seconds, float) and seconds.is_integer():
         seconds = int(seconds)
@@ -125,12 +127,12 @@ def _calendar(kind: str, name: str, spec: Any, tz: str | None) -> dict[str, Any]
     """
     wanted = _FIELDS[kind]
     if not isinstance(spec, Mapping):
-        raise _fail(name, f"{kind}() takes a dict with {_keys_hint(wanted, tz)}, got {spec!r}")
+        raise _fail(name, f"{kind}() takes a dict with {_keys_hint(wanted, tz)}, got {show(spec)}")
     values: dict[str, Any] = {}
     for key, value in spec.items():
         base = key[:-4] if isinstance(key, str) and key in ("hour_utc", "minute_utc") else key
         if base not in wanted:
-            raise _fail(name, f"unknown field {key!r} for a {kind} schedule; expected {_keys_hint(wanted, tz)}")
+            raise _fail(name, f"unknown field {show(key)} for a {kind} schedule; expected {_keys_hint(wanted, tz)}")
         if base != key and tz is not None:
             raise _fail(name, f'"{key}" is a UTC time but the cron has tz="{tz}"; use "{base}" for wall-clock time in {tz}')
         if base in values:
@@ -153,11 +155,11 @@ def _field(name: str, field: str, value: Any) -> Any:
     if field == "day_of_week":
         day = value.strip().lower() if isinstance(value, str) else None
         if day not in DAYS_OF_WEEK:
-            raise _fail(name, f"day_of_week must be one of {', '.join(DAYS_OF_WEEK)}; got {value!r}")
+            raise _fail(name, f"day_of_week must be one of {', '.join(DAYS_OF_WEEK)}; got {show(value)}")
         return day
     lo, hi = _RANGES[field]
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise _fail(name, f"{field} must be an integer from {lo} to {hi}, got {value!r}")
+        raise _fail(name, f"{field} must be an integer from {lo} to {hi}, got {show(value)}")
     return value
 
 
@@ -184,7 +186,7 @@ def _zone(name: str, tz: Any) -> tuple[str | None, tzinfo | None]:
     if isinstance(tz, ZoneInfo):
         tz = tz.key
     if not isinstance(tz, str) or not tz or not _storable(tz):
-        raise _fail(name, f'tz must be an IANA time zone name such as "Europe/Paris", got {tz!r}')
+        raise _fail(name, f'tz must be an IANA time zone name such as "Europe/Paris", got {show(tz)}')
     if tz in _UTC_NAMES:
         return None, None
     try:
@@ -231,7 +233,7 @@ class CronPlan(Plan):
 
     def __init__(self, name: str, expression: Any, zone: tzinfo | None) -> None:
         if not isinstance(expression, str) or not _storable(expression):
-            raise _fail(name, f'a cron expression is a string such as "0 9 * * 1-5", got {expression!r}')
+            raise _fail(name, f'a cron expression is a string such as "0 9 * * 1-5", got {show(expression)}')
         text = " ".join(expression.split())
         fields = text.split(" ")
         if not (len(fields) == 5 or (len(fields) == 1 and text.startswith("@") and text != "@reboot")):
@@ -338,11 +340,11 @@ def parse_schedule(name: str, spec: Any, tz: Any = None) -> tuple[dict[str, Any]
         raise _fail(
             name,
             'a schedule is a cron string ("0 9 * * 1-5"), an interval ({"minutes": 5}) or a dict with '
-            f'"type" ("interval", "hourly", "daily", "weekly", "monthly" or "cron"); got {spec!r}',
+            f'"type" ("interval", "hourly", "daily", "weekly", "monthly" or "cron"); got {show(spec)}',
         )
     kind = sched.pop("type")
     if not isinstance(kind, str):  # e.g. a dict: unhashable, and never a schedule type
-        raise _fail(name, f'unknown schedule type {kind!r}; use "interval", "hourly", "daily", "weekly", "monthly" or "cron"')
+        raise _fail(name, f'unknown schedule type {show(kind)}; use "interval", "hourly", "daily", "weekly", "monthly" or "cron"')
     if kind == "interval":
         if tz_name is not None:
             raise _fail(name, f'an interval has no wall-clock time, so tz="{tz_name}" does not apply to it')
@@ -351,10 +353,10 @@ def parse_schedule(name: str, spec: Any, tz: Any = None) -> tuple[dict[str, Any]
         return _calendar(kind, name, sched, tz_name), tz_name
     if kind == "cron":
         if set(sched) != {"cron"}:
-            raise _fail(name, f'a "cron" schedule is {{"type": "cron", "cron": "m h dom mon dow"}}, got {spec!r}')
+            raise _fail(name, f'a "cron" schedule is {{"type": "cron", "cron": "m h dom mon dow"}}, got {show(spec)}')
         plan = CronPlan(name, sched["cron"], None)
         return {"type": "cron", "cron": plan.expression}, tz_name
-    raise _fail(name, f'unknown schedule type {kind!r}; use "interval", "hourly", "daily", "weekly", "monthly" or "cron"')
+    raise _fail(name, f'unknown schedule type {show(kind)}; use "interval", "hourly", "daily", "weekly", "monthly" or "cron"')
 
 
 # -- defining crons ---------------------------------------------------------------------------
@@ -411,7 +413,7 @@ class CronBuilder:
         if isinstance(fn, FunctionDef) and fn.kind == "query":
             raise _query_target(name, fn.name)
         if args is not None and not isinstance(args, dict):
-            raise _fail(name, f"arguments must be a dict, got {type(args).__name__} {args!r}")
+            raise _fail(name, f"arguments must be a dict, got {type(args).__name__} {show(args)}")
         return self._add(CronDef(name, sched, tz_name, fn, dict(args or {})))
 
     def _add(self, cron: CronDef) -> Any:
@@ -420,7 +422,7 @@ class CronBuilder:
 
 def _as_mapping(name: str, schedule: Any, kind: str) -> Mapping[str, Any]:
     if not isinstance(schedule, Mapping):
-        raise _fail(name, f"{kind}() takes its schedule as a dict, got {schedule!r}")
+        raise _fail(name, f"{kind}() takes its schedule as a dict, got {show(schedule)}")
     if "type" in schedule:
         raise _fail(name, f'{kind}() takes the schedule fields only, without "type"')
     return schedule
@@ -428,7 +430,7 @@ def _as_mapping(name: str, schedule: Any, kind: str) -> Mapping[str, Any]:
 
 def _check_name(name: Any) -> None:
     if not isinstance(name, str) or not name.strip() or not _storable(name):
-        raise SchedulerError(f"A cron's name is a non-empty string of valid Unicode without NUL, got {name!r}")
+        raise SchedulerError(f"A cron's name is a non-empty string of valid Unicode without NUL, got {show(name)}")
 
 
 def _storable(text: str) -> bool:

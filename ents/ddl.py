@@ -40,6 +40,7 @@ from .fields import (
 )
 from .ids import FIRST_USER_TABLE, MAX_TABLES, SYSTEM_TABLE_NUMBERS
 from .schema import TableDef
+from .values import show
 
 META_TABLE = "_ents_tables"
 
@@ -216,7 +217,7 @@ def plan(
             if spec.unique and spec.has_default and spec.default is not None and existing.several_rows(t.name):
                 raise SchemaError(
                     f'Unique field "{spec.name}" was added to table "{t.name}" with the default '
-                    f"{spec.default!r}, which every existing document would share; add it without "
+                    f"{show(spec.default)}, which every existing document would share; add it without "
                     "unique=True (or as Optional), give the documents distinct values, then make it unique",
                     table=t.name,
                     field=spec.name,

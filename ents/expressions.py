@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import ValidationError
-from .values import check_str
+from .values import check_str, show
 
 if TYPE_CHECKING:
     from .runtime import TableRuntime
@@ -156,7 +156,7 @@ class FilterBuilder:
 
     def field(self, path: str) -> Expr:
         if not isinstance(path, str) or not path:
-            raise ValidationError(f"q.field() takes a field name or dotted path, got {path!r}")
+            raise ValidationError(f"q.field() takes a field name or dotted path, got {show(path)}")
         check_str(path, "q.field()")  # a lone surrogate cannot be sent to the database
         return Field(path)
 
@@ -263,7 +263,7 @@ class _Compiler:
         if isinstance(value, str):
             check_str(value, "a filter")  # lone surrogates: the driver could not encode them
         if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
-            raise ValidationError(f"Filter integer {value} does not fit in 64 bits", table=self.rt.name)
+            raise ValidationError(f"Filter integer {show(value)} does not fit in 64 bits", table=self.rt.name)
         self.params.append(value)
         return self.dialect.param
 

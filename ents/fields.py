@@ -18,6 +18,7 @@ from typing_extensions import TypedDict
 
 from .errors import SchemaError, ValidationError
 from .ids import IdRef
+from .values import show, show_path
 
 MISSING: Any = type("MISSING", (), {"__repr__": lambda self: "MISSING", "__bool__": lambda self: False})()
 
@@ -91,7 +92,7 @@ def _check_storable(annotation: Any, where: str) -> None:
     if origin in (dict, typing.Dict):  # noqa: UP006
         args = get_args(annotation)
         if args and args[0] is not str:
-            raise SchemaError(f"{where}: dict keys must be str, got {args[0]!r}")
+            raise SchemaError(f"{where}: dict keys must be str, got {show(args[0])}")
         for arg in args[1:]:
             _check_storable(arg, where)
         return
@@ -100,7 +101,7 @@ def _check_storable(annotation: Any, where: str) -> None:
             _check_storable(arg, where)
         return
     raise SchemaError(
-        f"{where}: type {annotation!r} is not supported. Use str, int, float, bool, bytes, "
+        f"{where}: type {show(annotation)} is not supported. Use str, int, float, bool, bytes, "
         "list[...], dict[str, ...], Optional[...], Literal[...], Id[\"table\"] or a pydantic model"
     )
 
@@ -148,10 +149,8 @@ def build_validator(table: str, fields: dict[str, FieldSpec], *, partial: bool) 
 
 
 def describe_value(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{type(value).__name__} {text}"
+    """``type value`` for an error message, short, and safe for any value (see values.show)."""
+    return f"{type(value).__name__} {show(value)}"
 
 
 def format_pydantic_error(
@@ -160,7 +159,7 @@ def format_pydantic_error(
     """Turn a pydantic error into one readable sentence naming the offending field(s)."""
     parts = []
     for error in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in error["loc"]) or "(value)"
+        loc = show_path(".".join(str(p) for p in error["loc"])) or "(value)"
         if error["type"] == "missing":
             parts.append(f"missing required {noun} `{loc}`")
         elif error["type"] == "extra_forbidden":
@@ -182,7 +181,7 @@ def validate_default(table: str, spec: FieldSpec) -> None:
         TypeAdapter(spec.annotation, config=ConfigDict(strict=True)).validate_python(spec.default)
     except PydanticValidationError as exc:
         raise SchemaError(
-            f'Default value {spec.default!r} of field "{spec.name}" in table "{table}" does not '
+            f'Default value {show(spec.default)} of field "{spec.name}" in table "{table}" does not '
             f"match its type: {exc.errors()[0]['msg']}",
             table=table,
             field=spec.name,

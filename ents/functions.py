@@ -22,7 +22,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from .errors import FunctionNotFoundError, SchemaError, ValidationError
 from .fields import describe_value, format_pydantic_error
-from .values import float_of, normalize
+from .values import float_of, normalize, show
 
 Kind = Literal["query", "mutation", "action"]
 
@@ -42,12 +42,12 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         # bool is an int subclass: RetryPolicy(max_attempts=True) is a mistake, not 1.
         if type(self.max_attempts) is not int or self.max_attempts < 1:
-            raise SchemaError(f"RetryPolicy.max_attempts must be a positive integer, got {self.max_attempts!r}")
+            raise SchemaError(f"RetryPolicy.max_attempts must be a positive integer, got {show(self.max_attempts)}")
         for name in ("initial_backoff_ms", "base", "max_backoff_ms", "jitter"):
             value = getattr(self, name)
             # NaN passes every comparison below and would schedule a retry at time NaN.
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise SchemaError(f"RetryPolicy.{name} must be a finite number, got {value!r}")
+                raise SchemaError(f"RetryPolicy.{name} must be a finite number, got {show(value)}")
         if self.initial_backoff_ms < 0 or self.max_backoff_ms < 0 or self.base < 1 or not 0 <= self.jitter <= 1:
             raise SchemaError("RetryPolicy needs backoffs >= 0, base >= 1 and 0 <= jitter <= 1")
 
@@ -94,7 +94,7 @@ class FunctionDef:
         if self.is_async and kind != "action":
             raise SchemaError(f"Function `{self.name}`: only actions may be `async def`; {kind}s run inside a transaction")
         if retry is not None and not isinstance(retry, RetryPolicy):
-            raise SchemaError(f"Function `{self.name}`: retry= takes a RetryPolicy(...), got {type(retry).__name__} {retry!r}")
+            raise SchemaError(f"Function `{self.name}`: retry= takes a RetryPolicy(...), got {type(retry).__name__} {show(retry)}")
         if retry is not None and kind != "action":
             raise SchemaError(f"Function `{self.name}`: retry policies are for actions (mutations are already retried)")
         self.retry = retry

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 from .errors import InvalidIdError
+from .values import show
 
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 LETTERS = "bcdfghjkmnpqrstvwxz"  # table codes: two letters, so ids never look like numbers
@@ -20,6 +21,9 @@ _LETTER = {c: i for i, c in enumerate(LETTERS)}
 _HEX = set("0123456789abcdef")
 MAX_TABLES = len(LETTERS) ** 2
 MIN_DIGITS = 5
+#: the largest row key a table can hold (a signed 64-bit integer on both databases); an id
+#: with a larger key was never issued, so it is refused like any other malformed id
+MAX_RID = 2**63 - 1
 
 # Fixed numbers for system tables; user tables are numbered from FIRST_USER_TABLE.
 SYSTEM_TABLE_NUMBERS = {"_scheduled_functions": 1, "_storage": 2, "_cron_jobs": 3}
@@ -111,6 +115,8 @@ class IdCodec:
         number = hi * len(LETTERS) + lo
         rid = int(body, 16)
         table = self.tables.get(number)
+        if rid > MAX_RID:
+            raise InvalidIdError(f"Invalid id `{_clip(id)}`: not an ents id (its row key is out of range)", id=_clip(id))
         if table is None or _check(number, rid) != check:
             raise InvalidIdError(
                 f"Invalid id `{_clip(id)}`: it does not belong to any table of this database",
@@ -150,7 +156,7 @@ def _clip(value: str) -> str:
 
 
 def _safe(value: Any) -> str:
-    return _clip(repr(value))
+    return show(value, 48)
 
 
 def _show(value: Any) -> str:

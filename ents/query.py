@@ -20,7 +20,7 @@ from . import deletion, writer
 from .errors import EntNotFoundError, InvalidIdError, NotUniqueError, ReadOnlyError, ValidationError
 from .expressions import compile_filter, compile_range
 from .schema import Edge
-from .values import Doc, dumps, loads
+from .values import Doc, cursor_value_ok, dumps, loads, show, show_name
 
 if TYPE_CHECKING:
     from .runtime import TableRuntime
@@ -204,7 +204,7 @@ class Ent:
         if edge is None:
             known = ", ".join(f'"{e}"' for e in self._rt.table.edges) or "none"
             raise ValidationError(
-                f'Table "{self._rt.name}" has no edge "{name}" (edges: {known})', table=self._rt.name
+                f'Table "{self._rt.name}" has no edge "{show_name(name)}" (edges: {known})', table=self._rt.name
             )
         return edge
 
@@ -406,7 +406,7 @@ class Query:
         self._edge = edge
         if index is not None and rt.table.resolve_index(index) is None and not (isinstance(index, str) and index in BUILTIN_INDEXES):
             known = ", ".join(f'"{n}"' for n in [*rt.table.index_names(), *BUILTIN_INDEXES])
-            raise ValidationError(f'Table "{rt.name}" has no index "{index}" (indexes: {known})', table=rt.name)
+            raise ValidationError(f'Table "{rt.name}" has no index "{show_name(index)}" (indexes: {known})', table=rt.name)
 
     def _open(self) -> Transaction:
         """The query's transaction, refused once it has ended."""
@@ -434,7 +434,7 @@ class Query:
     def order(self, direction: str, index: str | None = None) -> Query:
         """Order ``"asc"`` or ``"desc"`` (by the index, or by creation time)."""
         if direction not in ("asc", "desc"):
-            raise ValidationError(f'order() takes "asc" or "desc", got {direction!r}', table=self._rt.name)
+            raise ValidationError(f'order() takes "asc" or "desc", got {show(direction)}', table=self._rt.name)
         changes: dict[str, Any] = {"desc": direction == "desc"}
         if index is not None:
             if self._index is not None and self._index != index:
@@ -448,7 +448,7 @@ class Query:
     def take(self, n: int) -> Query:
         """At most ``n`` results (still lazy; iterate, index or ``len()`` it)."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ValidationError(f"take() needs a non-negative integer, got {n!r}", table=self._rt.name)
+            raise ValidationError(f"take() needs a non-negative integer, got {show(n)}", table=self._rt.name)
         limit = n if self._limit is None else min(n, self._limit)
         return self._clone(limit=limit)
 
@@ -772,7 +772,7 @@ class Query:
             raise ValidationError('paginate() takes {"num_items": n, "cursor": None or a cursor}', table=self._rt.name)
         n = opts.get("num_items", opts.get("numItems"))
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ValidationError(f'paginate() needs "num_items" as a non-negative integer, got {n!r}', table=self._rt.name)
+            raise ValidationError(f'paginate() needs "num_items" as a non-negative integer, got {show(n)}', table=self._rt.name)
         cursor = opts.get("cursor")
         after = self._decode_cursor(cursor) if cursor else None
         if after == "end":
@@ -804,16 +804,26 @@ class Query:
             data = loads(raw)
             sig, key = data["s"], data["k"]
         except Exception:
-            raise ValidationError(f"Invalid pagination cursor {cursor!r}", table=self._rt.name) from None
+            raise ValidationError(f"Invalid pagination cursor {show(cursor)}", table=self._rt.name) from None
         if sig != self._signature():
             raise ValidationError(
                 f'This pagination cursor belongs to another query (not this one on table "{self._rt.name}"); '
                 "pass the cursor back to the query that produced it",
                 table=self._rt.name,
             )
-        if key != "end" and not isinstance(key, list):
-            raise ValidationError(f"Invalid pagination cursor {cursor!r}", table=self._rt.name)
+        if key != "end" and not (isinstance(key, list) and self._cursor_key_ok(key)):
+            raise ValidationError(f"Invalid pagination cursor {show(cursor)}", table=self._rt.name)
         return key
+
+    def _cursor_key_ok(self, key: list[Any]) -> bool:
+        """Whether each value of a (possibly forged) cursor key fits its column."""
+        fields = self._rt.table.fields
+        kinds: list[str] = [fields[f].kind for f in self._index_fields()]
+        tail = len(key) - len(kinds)
+        if tail not in (1, 2):
+            return False
+        kinds += ["time", "rid"][-tail:]
+        return all(cursor_value_ok(k, v) for k, v in zip(kinds, key, strict=True))
 
 
 class Page(Doc):
@@ -1079,7 +1089,7 @@ class TableQuery(Query):
                     table=self._rt.name,
                     id=str(args[0]),
                 )
-            values = ", ".join(f"`{v}`" for v in args[1:])
+            values = ", ".join(f"`{show_name(v)}`" for v in args[1:])
             raise EntNotFoundError(
                 f'Document not found in table "{self._rt.name}" with "{args[0]}" equal to {values}',
                 table=self._rt.name,
@@ -1099,7 +1109,7 @@ class TableQuery(Query):
     def _by_index(self, name: Any, values: Sequence[Any]) -> Query:
         rt = self._rt
         if not isinstance(name, str):
-            raise ValidationError(f'get() on table "{rt.name}": index name must be a string, got {name!r}', table=rt.name)
+            raise ValidationError(f'get() on table "{rt.name}": index name must be a string, got {show(name)}', table=rt.name)
         resolved = rt.table.resolve_index(name)
         if resolved is None and name in BUILTIN_INDEXES:
             resolved = name, BUILTIN_INDEXES[name]
@@ -1150,7 +1160,7 @@ class TableQuery(Query):
             return self.get_many(values)
         if resolved is None or len(resolved[1]) != 1:
             raise ValidationError(
-                f'get_many() on table "{rt.name}" needs a single-field index or unique field, got {name!r}',
+                f'get_many() on table "{rt.name}" needs a single-field index or unique field, got {show(name)}',
                 table=rt.name,
             )
         field = resolved[1][0]
@@ -1165,7 +1175,7 @@ class TableQuery(Query):
             k = e._row[col]
             if k in by_key:
                 raise NotUniqueError(
-                    f'get_many() on table "{rt.name}": several documents have "{field}" equal to `{values[keys.index(k)]}`',
+                    f'get_many() on table "{rt.name}": several documents have "{field}" equal to `{show_name(values[keys.index(k)])}`',
                     table=rt.name,
                     field=field,
                 )
@@ -1287,5 +1297,5 @@ class TableFactory:
 
     def system(self, table: str, index: str | None = None, range_fn: Callable[[Any], Any] | None = None) -> TableQuery:
         if not isinstance(table, str) or not table.startswith("_"):
-            raise ValidationError(f'ctx.table.system() reads system tables; "{table}" is not one', table=table)
+            raise ValidationError(f'ctx.table.system() reads system tables; "{show_name(table)}" is not one', table=show_name(table))
         return self(table, index, range_fn)

@@ -17,7 +17,17 @@ from .errors import ValidationError
 from .fields import FieldSpec, _unwrap_optional
 from .ids import IdCodec
 from .schema import TableDef
-from .values import Doc, check_float, check_int64, check_str, dumps, loads, loads_doc, normalize
+from .values import (
+    Doc,
+    check_float,
+    check_int64,
+    check_str,
+    dumps,
+    loads,
+    loads_doc,
+    normalize,
+    show,
+)
 
 
 class TableRuntime:
@@ -180,7 +190,7 @@ class TableRuntime:
         if name == "_id" or name == "_rid":
             if not isinstance(value, str):
                 raise ValidationError(
-                    f'Cannot compare "_id" of table "{self.name}" with {type(value).__name__} {value!r}',
+                    f'Cannot compare "_id" of table "{self.name}" with {type(value).__name__} {show(value)}',
                     table=self.name,
                     field="_id",
                 )
@@ -207,7 +217,7 @@ class TableRuntime:
         if not ok:
             raise ValidationError(
                 f'Field "{name}" of table "{self.name}" holds {spec_kind} values; it cannot be '
-                f"compared with {type(value).__name__} {value!r}",
+                f"compared with {type(value).__name__} {show(value)}",
                 table=self.name,
                 field=name,
             )

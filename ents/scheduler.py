@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import EntNotFoundError, InvalidIdError, SchedulerError
 from .functions import FunctionDef
-from .values import dumps, float_of, normalize
+from .values import dumps, float_of, normalize, show
 
 if TYPE_CHECKING:
     from .transaction import Transaction
@@ -49,11 +49,11 @@ def to_ms_delay(delay: Any) -> float:
     elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
         value = _as_float(delay)
     else:
-        raise SchedulerError(f"run_after() takes a delay in milliseconds or a timedelta, got {type(delay).__name__} {delay!r}")
+        raise SchedulerError(f"run_after() takes a delay in milliseconds or a timedelta, got {type(delay).__name__} {show(delay)}")
     if math.isnan(value) or math.isinf(value):
-        raise SchedulerError(f"run_after() delay must be a finite number of milliseconds, got {delay!r}")
+        raise SchedulerError(f"run_after() delay must be a finite number of milliseconds, got {show(delay)}")
     if value < 0:
-        raise SchedulerError(f"run_after() delay must be non-negative, got {delay!r} ms")
+        raise SchedulerError(f"run_after() delay must be non-negative, got {show(delay)} ms")
     return value
 
 
@@ -68,9 +68,9 @@ def to_ms_time(ts: Any) -> float:
     if isinstance(ts, (int, float)) and not isinstance(ts, bool):
         value = _as_float(ts)
         if math.isnan(value) or math.isinf(value):
-            raise SchedulerError(f"run_at() needs a finite timestamp in milliseconds, got {ts!r}")
+            raise SchedulerError(f"run_at() needs a finite timestamp in milliseconds, got {show(ts)}")
         return value
-    raise SchedulerError(f"run_at() takes a timestamp in milliseconds or an aware datetime, got {type(ts).__name__} {ts!r}")
+    raise SchedulerError(f"run_at() takes a timestamp in milliseconds or an aware datetime, got {type(ts).__name__} {show(ts)}")
 
 
 def _check_window(ts: float, now: float, what: str) -> None:

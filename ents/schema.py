@@ -25,6 +25,7 @@ from .fields import (
     validate_default,
 )
 from .ids import IdRef
+from .values import float_of, show
 
 __all__ = ["define_ent", "define_ent_schema", "EntDefinition", "EntSchema", "TableDef", "Edge"]
 
@@ -42,7 +43,7 @@ def _check_name(kind: str, name: Any, where: str = "") -> None:
         raise SchemaError(f'Invalid {kind} name "{name}"{where}: names starting with "_" are reserved for {owner}')
     if not isinstance(name, str) or not _NAME.match(name) or len(name) > MAX_NAME:
         raise SchemaError(
-            f"Invalid {kind} name {name!r}{where}: use letters, digits and underscores, "
+            f"Invalid {kind} name {show(name)}{where}: use letters, digits and underscores, "
             f"starting with a letter, at most {MAX_NAME} characters"
         )
 
@@ -181,7 +182,7 @@ class EntDefinition:
         if models is None and not isinstance(fields, dict):
             raise SchemaError(
                 "define_ent() takes a dict of field name to type, a pydantic model, or a union of "
-                f"pydantic models (A | B), got {fields!r}"
+                f"pydantic models (A | B), got {show(fields)}"
             )
         self._fields: dict[str, tuple[Any, dict[str, Any]]] = {}
         self._edges: dict[str, _EdgeConfig] = {}
@@ -212,7 +213,10 @@ class EntDefinition:
         _check_name("field", name)
         if name in self._fields or name in self._shape_names:
             raise SchemaError(f'Duplicate field "{name}"', field=name)
-        self._fields[name] = (type, {"unique": bool(unique), "index": bool(index) or bool(unique), "default": default})
+        if not isinstance(unique, bool) or not isinstance(index, bool):
+            # (bool() of an odd object may raise, or warn and later raise: NotImplemented)
+            raise SchemaError(f'Field "{name}": unique= and index= take True or False', field=name)
+        self._fields[name] = (type, {"unique": unique, "index": index or unique, "default": default})
         return self
 
     def edge(
@@ -335,7 +339,7 @@ class EntDefinition:
         if name in ("by_id", "by_creation_time"):
             raise SchemaError(f'Index name "{name}" is reserved: every table has it, over the system field it names')
         if not isinstance(fields, (list, tuple)) or not fields or not all(isinstance(f, str) for f in fields):
-            raise SchemaError(f'Index "{name}" needs a non-empty list of field names, got {fields!r}')
+            raise SchemaError(f'Index "{name}" needs a non-empty list of field names, got {show(fields)}')
         self._indexes.append((name, tuple(fields)))
         return self
 
@@ -344,12 +348,13 @@ class EntDefinition:
         if self._deletion is not None:
             raise SchemaError("Deletion behavior can only be specified once")
         if kind not in ("soft", "scheduled"):
-            raise SchemaError(f'Deletion behavior must be "soft" or "scheduled", got {kind!r}')
+            raise SchemaError(f'Deletion behavior must be "soft" or "scheduled", got {show(kind)}')
         if delay_ms is not None:
             if kind != "scheduled":
                 raise SchemaError('`delay_ms` only applies to "scheduled" deletion')
-            if not isinstance(delay_ms, (int, float)) or isinstance(delay_ms, bool) or delay_ms < 0:
-                raise SchemaError(f"`delay_ms` must be a non-negative number, got {delay_ms!r}")
+            as_float = float_of(delay_ms) if isinstance(delay_ms, (int, float)) and not isinstance(delay_ms, bool) else None
+            if as_float is None or not 0 <= as_float < float("inf"):
+                raise SchemaError(f"`delay_ms` must be a non-negative number, got {show(delay_ms)}")
         self._deletion = kind
         self._deletion_delay_ms = float(delay_ms or 0)
         return self

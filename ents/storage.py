@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import EntNotFoundError, InvalidIdError, StorageError, ValidationError
+from .values import check_str
 
 if TYPE_CHECKING:
     from .app import App
@@ -165,8 +166,19 @@ def store(tx: Transaction, data: Any, content_type: str | None = None) -> str:
         data = bytes(data)
     if not isinstance(data, bytes):
         raise ValidationError(f"ctx.storage.store() takes bytes, got {type(data).__name__}")
-    if content_type is not None and not isinstance(content_type, str):
-        raise ValidationError(f"content_type must be a string, got {type(content_type).__name__}")
+    if content_type is not None:
+        # Validated like any stored string: the same value must be accepted (or refused)
+        # on SQLite and PostgreSQL, and before a blob is written.
+        if not isinstance(content_type, str):
+            raise ValidationError(
+                f"ctx.storage.store(): content_type must be a string, got {type(content_type).__name__}",
+                table=TABLE,
+                field="content_type",
+            )
+        try:
+            check_str(content_type, "content_type")
+        except ValidationError as exc:
+            raise ValidationError(f"ctx.storage.store(): {exc.message}", table=TABLE, field="content_type") from None
     blobs: BlobStore = tx.app.blobs
     temp = blobs.write_temp(data)
     try:

@@ -18,7 +18,7 @@ from typing import Any
 
 from .clock import ManualClock
 from .errors import ValidationError
-from .values import float_of
+from .values import float_of, show
 
 __all__ = ["FakeClock"]
 
@@ -38,9 +38,9 @@ class FakeClock(ManualClock):
         elif isinstance(delta, (int, float)) and not isinstance(delta, bool):
             ms = _finite(delta, "advance()")
         else:
-            raise ValidationError(f"advance() takes milliseconds or a timedelta, got {delta!r}")
+            raise ValidationError(f"advance() takes milliseconds or a timedelta, got {show(delta)}")
         if ms < 0:
-            raise ValidationError(f"A FakeClock only moves forward; got advance({delta!r})")
+            raise ValidationError(f"A FakeClock only moves forward; got advance({show(delta)})")
         self.set(self.now() + ms)
         return self.now()
 
@@ -56,7 +56,7 @@ def _finite(value: float, what: str) -> float:
     """``value`` as a float; NaN, infinities and ints too large for a float are refused."""
     ms = float_of(value)
     if ms is None or not math.isfinite(ms):
-        raise ValidationError(f"{what} takes a finite number of milliseconds, got {value!r}")
+        raise ValidationError(f"{what} takes a finite number of milliseconds, got {show(value)}")
     return ms
 
 
@@ -67,4 +67,4 @@ def _ms(value: Any, what: str) -> float:
         return value.timestamp() * 1000
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return _finite(value, what)
-    raise ValidationError(f"{what} takes milliseconds since the epoch or an aware datetime, got {value!r}")
+    raise ValidationError(f"{what} takes milliseconds since the epoch or an aware datetime, got {show(value)}")

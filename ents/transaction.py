@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .errors import ContextError, EntsError, ReadOnlyError
+from .values import show_name
 
 if TYPE_CHECKING:
     from .app import App
@@ -107,7 +108,8 @@ class Transaction:
         rt = self.runtimes.get(table) if isinstance(table, str) else None
         if rt is None:
             known = ", ".join(sorted(t for t in self.runtimes if not self.app.schema.tables[t].is_edge_table))
-            raise EntsError(f'Table "{table}" is not defined in the schema (tables: {known})', table=table)
+            shown = show_name(table)
+            raise EntsError(f'Table "{shown}" is not defined in the schema (tables: {known})', table=shown)
         return rt
 
     def in_chunks(

@@ -17,6 +17,9 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
+import reprlib
+import sys
 from typing import Any
 
 from pydantic import BaseModel
@@ -34,8 +37,54 @@ _loads = json.loads
 _scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
+class _ShortRepr(reprlib.Repr):
+    """reprlib's bounded repr, made safe for any value a caller may pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = self.maxother = self.maxlong = 48
+
+    def repr_int(self, x: int, level: int) -> str:
+        # repr() refuses integers of more than sys.get_int_max_str_digits() digits (4300 by
+        # default); say how big it is instead.
+        if x.bit_length() > 160:
+            digits = int(x.bit_length() * 0.30103) + 1
+            return f"{'-' if x < 0 else ''}<an integer of about {digits} digits>"
+        return super().repr_int(x, level)
+
+
+_short = _ShortRepr().repr
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A short repr of ``value`` for an error message; never raises.
+
+    ``repr()`` itself can fail on hostile input: an integer beyond 4300 digits raises
+    ValueError, a list nested thousands deep raises RecursionError, and an object's own
+    ``__repr__`` may raise anything. Messages built from user values go through this.
+    """
+    try:
+        text = _short(value)
+    except Exception:
+        text = f"<{type(value).__name__} object>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def show_name(value: Any, limit: int = 60) -> str:
+    """A name or value for a message: a short string as it is, anything else via :func:`show`."""
+    if type(value) is str and len(value) <= limit:
+        return value
+    return show(value, limit)
+
+
+def show_path(path: str) -> str:
+    """A field path for a message, clipped (a path may run through huge keys or many levels)."""
+    return path if len(path) <= 80 else path[:77] + "..."
+
+
 def _where(path: str) -> str:
-    return f" at `{path}`" if path else ""
+    return f" at `{show_path(path)}`" if path else ""
 
 
 def check_str(value: str, path: str = "") -> str:
@@ -62,14 +111,52 @@ def float_of(value: int | float) -> float | None:
 
 def check_float(value: float, path: str = "") -> float:
     if not math.isfinite(value):
-        raise ValidationError(f"Number{_where(path)} must be finite, got {value!r}")
+        raise ValidationError(f"Number{_where(path)} must be finite, got {show(value)}")
     return value
 
 
 def check_int64(value: int, path: str = "") -> int:
     if value < INT64_MIN or value > INT64_MAX:
-        raise ValidationError(f"Integer{_where(path)} does not fit in 64 bits: {value}")
+        raise ValidationError(f"Integer{_where(path)} does not fit in 64 bits: {show(value)}")
     return value
+
+
+def cursor_value_ok(kind: str, value: Any) -> bool:
+    """Whether ``value`` may stand in a pagination cursor for a key of ``kind``.
+
+    A cursor is text a client hands back, so it may be forged: a value the driver cannot
+    bind (an integer beyond 64 bits, a lone surrogate, NaN) or one of another type than
+    the column's must be refused as an invalid cursor, not reach the database. ``kind``
+    is a field kind (``int``, ``str``, ``json``...), ``rid`` (a row key) or ``time``.
+    """
+    if value is None:
+        return kind not in ("rid", "time")
+    t = type(value)
+    if kind in ("rid", "int", "id"):
+        return t is int and INT64_MIN <= value <= INT64_MAX
+    if kind in ("float", "time"):
+        return (t is int and INT64_MIN <= value <= INT64_MAX) or (t is float and math.isfinite(value))
+    if kind == "str":
+        return t is str and _valid_str(value)
+    if kind == "bool":
+        return t is bool or (t is int and value in (0, 1))  # SQLite keeps booleans as 0 / 1
+    if kind == "bytes":
+        return t is bytes
+    if kind == "json":
+        try:
+            normalize(value)
+        except ValidationError:
+            return False
+        return t is not float or math.isfinite(value)
+    return False
+
+
+def _valid_str(value: str) -> bool:
+    try:
+        check_str(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def normalize(value: Any, path: str = "", depth: int = 0) -> Any:
@@ -90,7 +177,7 @@ def normalize(value: Any, path: str = "", depth: int = 0) -> Any:
         for k, v in value.items():
             if type(k) is not str:
                 raise ValidationError(
-                    f"Object keys must be strings{_where(path)}, got {type(k).__name__} {k!r}"
+                    f"Object keys must be strings{_where(path)}, got {type(k).__name__} {show(k)}"
                 )
             if k.startswith("$"):
                 raise ValidationError(f"Object key `{k}`{_where(path)} may not start with `$`")
@@ -134,11 +221,39 @@ def _encode_bytes(value: Any) -> Any:
 def dumps(value: Any) -> str:
     """Encode normalized data as compact JSON text (bytes become ``{"$bytes": ...}``)."""
     try:
-        return _dumps(value)
-    except TypeError:
-        return _dumps(_encode_bytes(value))
-    except ValueError as exc:  # pragma: no cover - normalize() rejects NaN first
-        raise ValidationError(str(exc)) from None
+        try:
+            text = _dumps(value)
+        except TypeError:
+            value = _encode_bytes(value)
+            text = _dumps(value)
+    except ValueError:
+        # normalize() rejects NaN first; what is left is an integer of more digits than
+        # Python converts to text (sys.get_int_max_str_digits()).
+        raise ValidationError(
+            f"A value holds an integer of more than {sys.get_int_max_str_digits()} digits, which cannot be stored"
+        ) from None
+    if "e+" in text:
+        # A float of 1e16 or more is written in exponent form ("1e+16"); PostgreSQL's jsonb
+        # keeps it as the number 10000000000000000, which reads back as an int. Written with
+        # its digits and a ".0", it reads back as the float it was, on every backend.
+        text = _FLOAT_MARK.sub(r"\1", _dumps(_mark_big_floats(value)))
+    return text
+
+
+# User strings never hold NUL (check_str refuses it), so a NUL-led string in ents' own JSON
+# text can only be one of these marks.
+_FLOAT_MARK = re.compile(r'"\\u0000(-?[0-9]+\.0)"')
+
+
+def _mark_big_floats(value: Any) -> Any:
+    t = type(value)
+    if t is float:
+        return f"\x00{value:.1f}" if abs(value) >= 1e16 else value
+    if t is dict:
+        return {k: _mark_big_floats(v) for k, v in value.items()}
+    if t is list:
+        return [_mark_big_floats(v) for v in value]
+    return value
 
 
 def _bytes_hook(obj: dict[str, Any]) -> Any:

@@ -18,10 +18,12 @@ import logging
 import math
 import os
 import random
+import select
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -462,32 +464,46 @@ class Executor:
         return float(row[0]) if row and row[0] is not None else None
 
     def next_lease_expiry(self) -> float | None:
-        q = self._q
-        p = self._p
-        row = self.app._transact(
-            lambda tx: tx.fetchone(
-                f"SELECT MIN({q('lease_expires')}) FROM {q(JOBS)} WHERE {q('state')} = 'inProgress' AND {q('lease_owner')} <> {p}",
+        """When the first lease held by another worker expires (None: no such lease)."""
+        expiries = [e for _, e in self.lease_holders() if e is not None]
+        return min(expiries) if expiries else None
+
+    def lease_holders(self) -> list[tuple[str, float | None]]:
+        """Other workers holding action leases, each with its earliest lease expiry."""
+        q, p = self._q, self._p
+        rows = self.app._transact(
+            lambda tx: tx.fetchall(
+                f"SELECT {q('lease_owner')}, MIN({q('lease_expires')}) FROM {q(JOBS)} "
+                f"WHERE {q('state')} = 'inProgress' AND {q('lease_owner')} <> {p} GROUP BY {q('lease_owner')}",
                 (self.owner,),
             ),
             write=False,
             function="scheduler",
         )
-        return float(row[0]) if row and row[0] is not None else None
+        return [(str(o), float(e) if e is not None else None) for o, e in rows]
 
 
 def _owner_dead(owner: str | None) -> bool:
     """Whether a lease owner on this machine is a process that no longer exists."""
     if not owner:
         return True
+    pid = _local_pid(owner)
+    return pid is not None and _pid_dead(pid)
+
+
+def _local_pid(owner: str) -> int | None:
+    """The process id of a lease owner (``host:pid:tag``) on this machine, other than us."""
     parts = owner.split(":")
     if len(parts) < 3 or parts[0] != socket.gethostname():
-        return False
+        return None
     try:
         pid = int(parts[1])
     except ValueError:
-        return False
-    if pid == os.getpid():
-        return False
+        return None
+    return pid if pid > 0 and pid != os.getpid() else None
+
+
+def _pid_dead(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -530,11 +546,16 @@ def finish_in_progress(app: App, max_rounds: int = 10_000) -> int:
     total = 0
     for _ in range(max_rounds):
         n = _crons_fire(app)
-        n += ex.run_due_mutations(limit=100, budget_s=10.0)
-        actions = ex.claim_due_actions(100)
-        for job in actions:
-            ex.run_action_job(job)
-        n += len(actions)
+        # No time budget: what runs in which transaction must not depend on the machine's speed.
+        n += ex.run_due_mutations(limit=100, budget_s=math.inf)
+        # One action per claim: a claim commits the job as inProgress, and a job claimed
+        # ahead of its turn would end failed, never run, if this process died first.
+        for _ in range(100):
+            actions = ex.claim_due_actions(1)
+            if not actions:
+                break
+            ex.run_action_job(actions[0])
+            n += 1
         if n == 0:
             ex.purge()
             return total
@@ -568,6 +589,116 @@ def finish_all(app: App, max_iterations: int = 100) -> int:
         f"finish_all_scheduled_functions() gave up after {max_iterations} iterations with functions still "
         "pending; a function probably keeps rescheduling itself"
     )
+
+
+class _DeathWatch:
+    """Calls ``on_death`` the moment a watched process (a worker on this machine that holds
+    action leases) exits, so that its actions are recovered at once, not at the next
+    housekeeping.
+
+    On Linux each process is watched through a pidfd, which becomes readable when the
+    process ends: a thread sleeps in ``poll()`` and costs nothing until then. Where pidfds
+    are missing, the watched processes are checked once a second instead.
+    """
+
+    def __init__(self, on_death: Callable[[], None]) -> None:
+        self._on_death = on_death
+        self._lock = threading.Lock()
+        self._fds: dict[int, int | None] = {}  # pid -> its pidfd (None: checked by polling)
+        self._closing: list[int] = []  # pidfds to close, by the thread, once poll() returned
+        # Without poll() (Windows) nothing is watched: housekeeping finds dead workers.
+        self._stopped = not hasattr(select, "poll")
+        if self._stopped:
+            return
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._thread = threading.Thread(target=self._run, name="ents-death-watch", daemon=True)
+        self._thread.start()
+
+    def _poke(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:  # the thread has wake-ups pending already
+            pass
+
+    def watch(self, pids: set[int]) -> None:
+        """Watch exactly ``pids`` from now on."""
+        dead = False
+        with self._lock:
+            if self._stopped or pids == self._fds.keys():
+                return
+            for pid in [p for p in self._fds if p not in pids]:
+                old = self._fds.pop(pid)
+                if old is not None:
+                    self._closing.append(old)
+            for pid in pids - self._fds.keys():
+                fd: int | None = None
+                try:
+                    fd = os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]
+                except ProcessLookupError:
+                    dead = True
+                    continue
+                except (AttributeError, OSError):  # no pidfds here: poll this one
+                    fd = None
+                self._fds[pid] = fd
+        self._poke()
+        if dead:
+            self._on_death()
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception:  # pragma: no cover - dead workers are still found by housekeeping
+            log.exception("watching worker processes failed; dead workers are found at housekeeping")
+
+    def _loop(self) -> None:
+        poller = select.poll()
+        registered: set[int] = set()
+        poller.register(self._wake_r, select.POLLIN)
+        while True:
+            with self._lock:
+                if self._stopped:
+                    break
+                for fd in self._closing:
+                    if fd in registered:
+                        poller.unregister(fd)
+                        registered.discard(fd)
+                    os.close(fd)
+                self._closing.clear()
+                by_fd = {fd: pid for pid, fd in self._fds.items() if fd is not None}
+                polled = [pid for pid, fd in self._fds.items() if fd is None]
+            for fd in by_fd.keys() - registered:
+                poller.register(fd, select.POLLIN)
+                registered.add(fd)
+            events = poller.poll(1000 if polled else None)
+            died = [by_fd[fd] for fd, _ in events if fd in by_fd]
+            died += [pid for pid in polled if _pid_dead(pid)]
+            if any(fd == self._wake_r for fd, _ in events):
+                os.read(self._wake_r, 4096)
+            if died:
+                with self._lock:
+                    for pid in died:
+                        gone = self._fds.pop(pid, None)
+                        if gone is not None:
+                            self._closing.append(gone)
+                self._on_death()
+        for fd in registered:
+            poller.unregister(fd)
+        with self._lock:
+            for fd in [*self._closing, *(f for f in self._fds.values() if f is not None)]:
+                os.close(fd)
+            self._closing.clear()
+            self._fds.clear()
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._poke()
+        self._thread.join()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
 
 # -- the worker --------------------------------------------------------------------------
@@ -612,6 +743,11 @@ class Worker:
         self._running: set[Future[None]] = set()
         self._pool: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
+        # Set when a worker process on this machine that held leases died: its actions are
+        # recovered before the next step (see _DeathWatch).
+        self._recover_now = False
+        # Set while the loop sleeps waiting for work (tests wait for it before they act).
+        self._sleeping = threading.Event()
         self._done = threading.Event()
         self._done.set()  # not running yet: stop() has nothing to wait for
         self.jobs_run = 0
@@ -653,6 +789,7 @@ class Worker:
     def run(self) -> None:
         """Run until :meth:`stop` is called."""
         app = self.app
+        self._deaths = _DeathWatch(self._on_death)
         self._done.clear()
         remove_wake = app._on_wake(self.wake)
         stop_watch = app.backend.watch(lambda: self.wake(None), self.poll_interval)
@@ -671,6 +808,9 @@ class Worker:
                     if self._stopping:
                         break
                     self._woken = False
+                if self._recover_now:
+                    self._recover_now = False
+                    self._safe(self.executor.recover_abandoned)
                 did = self._step()
                 now_mono = time.monotonic()
                 if self._running and now_mono - last_renew > self.lease_ms / 3000:
@@ -678,6 +818,7 @@ class Worker:
                     last_renew = now_mono
                 if now_mono - last_housekeeping > self.housekeeping_interval:
                     self._safe(self.executor.recover_abandoned)
+                    self._safe(self._lease_expiry)  # also watches workers that came up since
                     self._safe(self.executor.purge)
                     if now_mono - last_sweep > self.storage_sweep_interval and not (sweeper and sweeper.is_alive()):
                         # A directory walk: beside the loop, so that due jobs do not wait for it.
@@ -701,8 +842,26 @@ class Worker:
             remove_wake()
             stop_watch()
             unsubscribe()
+            self._deaths.stop()
             self._done.set()
             log.info("worker %s stopped after %d job(s)", self.owner, self.jobs_run)
+
+    def _on_death(self) -> None:
+        self._recover_now = True
+        self.wake(None)
+
+    def _lease_expiry(self) -> float | None:
+        """The earliest expiry of another worker's lease; watches the processes on this
+        machine that hold leases, and has the dead ones' actions recovered now."""
+        holders = self.executor.lease_holders()
+        pids: set[int] = set()
+        for owner, _ in holders:
+            pid = _local_pid(owner)
+            if pid is not None:
+                pids.add(pid)
+        self._deaths.watch(pids)
+        expiries = [e for _, e in holders if e is not None]
+        return min(expiries) if expiries else None
 
     def _safe(self, fn: Any) -> Any:
         try:
@@ -758,7 +917,7 @@ class Worker:
         cron_next = self._safe(lambda: next_cron_due(app))
         if cron_next is not None:
             candidates.append(cron_next)
-        expiry = self._safe(self.executor.next_lease_expiry)
+        expiry = self._safe(self._lease_expiry)
         if expiry is not None:
             candidates.append(expiry + 1)
         now = app.clock.now()
@@ -771,6 +930,8 @@ class Worker:
             timeout = 0
         with self._cond:
             self._wake_at = min(candidates) if candidates else None
-            if not self._woken and not self._stopping and timeout > 0:
+            if not self._woken and not self._stopping and not self._recover_now and timeout > 0:
+                self._sleeping.set()
                 self._cond.wait(timeout)
+                self._sleeping.clear()
             self._wake_at = None

@@ -16,7 +16,7 @@ from pydantic import ValidationError as PydanticValidationError
 from .errors import EntNotFoundError, ReadOnlyError, UniqueConstraintError, ValidationError
 from .fields import MISSING, raise_validation
 from .schema import Edge
-from .values import float_of
+from .values import float_of, show, show_name
 
 if TYPE_CHECKING:
     from .runtime import TableRuntime
@@ -89,7 +89,7 @@ def _split(rt: TableRuntime, value: Any, *, allow_system: bool = False) -> tuple
     for key, v in value.items():
         if not isinstance(key, str):  # e.g. {1: "x"}: refuse before using it as a name
             raise ValidationError(
-                f'Field names in a document for table "{rt.name}" are strings, got {type(key).__name__} {key!r}',
+                f'Field names in a document for table "{rt.name}" are strings, got {type(key).__name__} {show(key)}',
                 table=rt.name,
             )
         edge = table.edges.get(key)
@@ -541,7 +541,7 @@ def replace(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) 
         current_id = rt.encode_rid(rid)
         if "_id" in value and value["_id"] != current_id:
             raise ValidationError(
-                f'replace() of `{current_id}` in table "{rt.name}" was given another "_id": `{value["_id"]}`',
+                f'replace() of `{current_id}` in table "{rt.name}" was given another "_id": `{show_name(value["_id"])}`',
                 table=rt.name,
             )
     fields, edges = _split(rt, value, allow_system=True)

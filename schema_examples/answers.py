@@ -152,7 +152,7 @@ THINKING = {
     "Is a hot dog a sandwich?": 0.8,
     "What's for lunch?": 2.5,
 }
-LATER_MS = 60_000
+LATER_MS = 3_600_000
 
 
 class Timeline:
@@ -182,9 +182,13 @@ class Timeline:
     def line(self, user: str, question: str, text: str) -> None:
         self.out(f"  {time.monotonic() - self.start:>5.2f}s  {user:<4}  {question:<28}  {text}")
 
-    def wait_for(self, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 30.0) -> None:
+    def wait_for(self, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 60.0) -> None:
+        """Poll until ``done(rows)``; give up when no status changed for ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
+        seen = dict(self.seen)
         while not done(self.poll()):
+            if self.seen != seen:
+                seen, deadline = dict(self.seen), time.monotonic() + timeout
             if time.monotonic() > deadline:
                 raise TimeoutError("the demo's jobs did not progress; is the worker running?")
             time.sleep(0.02)
@@ -194,9 +198,12 @@ def _status(rows: list[dict[str, Any]], question: str) -> str | None:
     return next((r["status"] for r in rows if r["question"] == question), None)
 
 
-def run_demo(url: str, out: Callable[[str], None] = print) -> dict[str, Any]:
-    """The end-to-end demo on ``url`` with a real worker; returns what it observed."""
-    app = make_app(url, model=CannedModel(think=lambda q: THINKING.get(q, 0.5)))
+def run_demo(url: str, out: Callable[[str], None] = print, model: CannedModel | None = None) -> dict[str, Any]:
+    """The end-to-end demo on ``url`` with a real worker; returns what it observed.
+
+    ``model`` replaces the canned model that "thinks" for the times in ``THINKING``.
+    """
+    app = make_app(url, model=model or CannedModel(think=lambda q: THINKING.get(q, 0.5)))
     worker = app.worker()
     started: list[bool] = []
 
@@ -217,7 +224,7 @@ def _story(app: App, start_worker: Callable[[], None], stop_worker: Callable[[],
     ada = app.run_mutation(create_user, {"name": "ada"})
     bob = app.run_mutation(create_user, {"name": "bob"})
     out("")
-    out("1. ada asks three questions and bob two, one of them to be answered in a minute.")
+    out("1. ada asks three questions and bob two, one of them to be answered in an hour.")
     out("   Each question schedules the generate_answer action and stores the job's id in its")
     out("   edge. No worker runs yet: the jobs wait in the database.")
     out("")

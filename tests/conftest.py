@@ -12,9 +12,18 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from ents import App
 from ents.testing import FakeClock
+
+pytest_plugins = ["pytester", "tests.overrun"]
+
+# Hypothesis' own clocks would make an outcome depend on the machine's speed: no deadline
+# per example and no "too slow" health check (tests that pass their own settings list
+# their suppressed health checks, too_slow among them). A failure prints its reproducer.
+settings.register_profile("ents", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.load_profile("ents")
 
 BACKENDS = [b.strip() for b in os.environ.get("ENTS_TEST_BACKENDS", "memory,file,postgres").split(",") if b.strip()]
 
@@ -29,6 +38,16 @@ def _url_for(kind: str, tmp_path: Any, request: Any) -> str:
 
         return fresh_schema_url(request)
     raise ValueError(kind)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Under pytest-xdist the controller finds (or starts) the PostgreSQL server before it
+    # starts its workers, which inherit it: one throwaway server per run, not per worker.
+    controller = bool(getattr(config.option, "numprocesses", None)) and not os.environ.get("PYTEST_XDIST_WORKER")
+    if controller and "postgres" in BACKENDS:
+        from tests.pg import share_server
+
+        share_server()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -1,7 +1,9 @@
 """PostgreSQL for tests: use $ENTS_TEST_PG_URL, a server on 127.0.0.1:5432, or start one.
 
-Each test gets a fresh schema (dropped afterwards), so tests never see each other's data.
-When no server can be found or started, PostgreSQL tests are skipped with the reason.
+Each test gets a fresh schema (dropped afterwards), so tests never see each other's data,
+also when several test processes (pytest-xdist) share the server. When no server can be
+found or started, PostgreSQL tests are skipped with the reason (they fail instead when
+``ENTS_REQUIRE_POSTGRES`` is set).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import pytest
 
 _server_url: str | None = None
 _server_error: str | None = None
+#: set by share_server when there is no server: the reason, for the processes it starts
+UNAVAILABLE_VAR = "ENTS_TEST_PG_UNAVAILABLE"
 
 
 def _port_open(host: str, port: int) -> bool:
     try:
-        with socket.create_connection((host, port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=5):
             return True
     except OSError:
         return False
@@ -42,7 +46,7 @@ def _try_connect(url: str) -> str | None:
     except ImportError:
         return "psycopg is not installed (pip install 'ents[postgres]')"
     try:
-        with psycopg.connect(url, connect_timeout=3) as conn:
+        with psycopg.connect(url, connect_timeout=30) as conn:
             conn.execute("SELECT 1")
         return None
     except Exception as exc:  # pragma: no cover - depends on the machine
@@ -118,12 +122,15 @@ def _start_throwaway() -> tuple[str | None, str | None]:
     return server.url, None
 
 
-def server_url() -> str:
-    """The URL of a usable server, or skip the test saying why there is none."""
+def _resolve() -> tuple[str | None, str | None]:
+    """Find (or start) a server once per process: its URL, or why there is none."""
     global _server_url, _server_error
     if _server_url is None and _server_error is None:
+        _server_error = os.environ.get(UNAVAILABLE_VAR) or None
         url = os.environ.get("ENTS_TEST_PG_URL")
-        if url:
+        if _server_error:
+            pass  # the run's first process looked already (see share_server)
+        elif url:
             _server_error = _try_connect(url)
             _server_url = url if _server_error is None else None
         elif _port_open("127.0.0.1", 5432) and _try_connect("postgresql://postgres@127.0.0.1:5432/postgres") is None:
@@ -134,11 +141,32 @@ def server_url() -> str:
                 _server_error = _try_connect(_server_url)
                 if _server_error:
                     _server_url = None
-    if _server_url is None:
+    return _server_url, _server_error
+
+
+def share_server() -> None:
+    """Find (or start) the server in this process, for the processes it starts next.
+
+    Run by the pytest-xdist controller before it starts its workers: they inherit the URL
+    (or the reason there is none) through the environment, so a throwaway server is
+    started once per run and stopped when the controller exits, after every worker.
+    """
+    url, error = _resolve()
+    if url is not None:
+        os.environ["ENTS_TEST_PG_URL"] = url
+    else:
+        os.environ[UNAVAILABLE_VAR] = error or "unknown reason"
+
+
+def server_url() -> str:
+    """The URL of a usable server, or skip the test saying why there is none (fail it
+    when ``ENTS_REQUIRE_POSTGRES`` is set, as in CI)."""
+    url, error = _resolve()
+    if url is None:
         if os.environ.get("ENTS_REQUIRE_POSTGRES"):
-            pytest.fail(f"PostgreSQL required but unavailable: {_server_error}")
-        pytest.skip(f"PostgreSQL unavailable: {_server_error}")
-    return _server_url
+            pytest.fail(f"PostgreSQL required but unavailable: {error}")
+        pytest.skip(f"PostgreSQL unavailable: {error}")
+    return url
 
 
 def fresh_schema_url(request: Any) -> str:
@@ -159,10 +187,13 @@ def fresh_schema_url(request: Any) -> str:
     return f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
 
 
-def wait_for(predicate: Any, timeout: float = 10.0) -> bool:
+def wait_for(predicate: Any, timeout: float = 60.0) -> bool:
+    """Poll ``predicate`` until it is true; False if it is still false after ``timeout``
+    seconds. Callers assert on the result with a message saying what did not happen: the
+    timeout only bounds a test that is broken, so it is generous (a loaded machine is slow)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
         time.sleep(0.01)
-    return False
+    return bool(predicate())

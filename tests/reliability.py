@@ -90,18 +90,18 @@ class Procs:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait(10)
+            proc.wait(60)
 
     def kill(self, proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
+        proc.wait(60)
 
     def close(self) -> None:
         for proc, _ in self.all:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait(10)
+                proc.wait(60)
 
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:

@@ -91,6 +91,10 @@ hostile_text = st.one_of(
 )
 
 
+#: an integer whose repr() raises ValueError (more than 4300 digits)
+HUGE = 10**5000
+
+
 class Color(IntEnum):
     RED = 1
 
@@ -138,6 +142,10 @@ ODD_OBJECTS: list[Callable[[], Any]] = [
     lambda: _deep(100, "list"),
     lambda: _deep(100, "dict"),
     lambda: _deep(60, "list"),
+    lambda: _deep(3000, "list"),  # deeper than repr() can go
+    lambda: _deep(3000, "dict"),
+    lambda: HUGE,  # more digits than repr() or json may print
+    lambda: -HUGE,
     lambda: "y" * 2_000_000,
     lambda: list(range(50_000)),
     lambda: b"\x00\xff" * 100_000,
@@ -151,6 +159,7 @@ hostile_scalar = st.one_of(
     st.booleans(),
     st.integers(),
     st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64, 10**30, -(10**100), 10**400, -(10**400)]),
+    st.sampled_from([1, -1]).map(lambda sign: sign * HUGE),  # mapped: hypothesis reprs sampled_from's list
     st.floats(),
     st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 1e308, 5e-324]),
     hostile_text,
@@ -268,7 +277,9 @@ def test_hostile_field_values_on_insert_patch_replace(make_app: Any, backend: st
         if ok:
             stored = app.run(lambda ctx: ctx.table("things").get_x(id).doc())
             for k, v in values.items():
-                if k in GOOD and k not in ("m",) and type(v) in (str, int, bytes, bool):
+                if k == "f" and type(v) is int:  # a float field stores an int as a float
+                    assert stored[k] == v and type(stored[k]) is float, (k, v, stored[k])
+                elif k in GOOD and k not in ("m",) and type(v) in (str, int, bytes, bool):
                     assert stored[k] == v and type(stored[k]) is type(v), (k, v, stored[k])
             # Undo so that unique values do not pile up between examples.
             if op in ("insert", "insert_many"):
@@ -419,6 +430,219 @@ def test_hostile_and_wrong_table_ids(make_app: Any, backend: str):
             assert not ok, (id, result)
 
     check()
+
+
+def _forge(app: App, table: str, rid: int) -> str:
+    """An id of ``table`` with a right check character for any row key, as an attacker who
+    read ents' source could write."""
+    from ents.ids import _check, _table_code
+
+    number = app.codec.numbers[table]
+    return f"{_table_code(number)}{rid:x}{_check(number, rid)}"
+
+
+def test_forged_ids_beyond_64_bits_are_invalid_ids(make_app: Any, backend: str):
+    """A row key of 2**63 or more cannot exist in any table, so an id carrying one is
+    malformed: every entry point refuses it as it refuses any malformed id (SQLite could not
+    even bind it), and normalize_id() says it is no id."""
+    app = make_app(things_schema())
+
+    @app.query
+    def read(ctx: Any, id: str) -> Any:
+        return ctx.table("things").get(id)
+
+    from ents import InvalidIdError, SchedulerError, StorageError
+
+    thing = app.run(lambda ctx: ctx.table("things").insert({**GOOD, "u": "t"}))
+    for rid in (2**63, 2**63 + 1, 2**64, 2**64 + 12345, 2**100):
+        t, job, file = _forge(app, "things", rid), _forge(app, "_scheduled_functions", rid), _forge(app, "_storage", rid)
+        for fn, error in (
+            (lambda ctx: ctx.table("things").get(t), InvalidIdError),  # noqa: B023 - called at once
+            (lambda ctx: ctx.table("things").get_x(t), InvalidIdError),  # noqa: B023
+            (lambda ctx: ctx.table("things").get_many([thing, t]), InvalidIdError),  # noqa: B023
+            (lambda ctx: ctx.db.get(t), InvalidIdError),  # noqa: B023
+            (lambda ctx: ctx.db.system.get(job), InvalidIdError),  # noqa: B023
+            (lambda ctx: ctx.db.patch(t, {"s": "x"}), InvalidIdError),  # noqa: B023
+            (lambda ctx: ctx.db.replace(t, {**GOOD, "u": "x"}), InvalidIdError),  # noqa: B023
+            (lambda ctx: ctx.db.delete(t), InvalidIdError),  # noqa: B023
+            (lambda ctx: ctx.table("things").filter(lambda q: q.eq(q.field("_id"), t)).collect(), InvalidIdError),  # noqa: B023
+            (lambda ctx: ctx.table("parts").insert({"name": "p", "thing_id": t}), InvalidIdError),  # noqa: B023
+            (lambda ctx: ctx.scheduler.cancel(job), SchedulerError),  # noqa: B023
+            (lambda ctx: ctx.storage.get(file), StorageError),  # noqa: B023
+            (lambda ctx: ctx.storage.get_url(file), StorageError),  # noqa: B023
+            (lambda ctx: ctx.storage.get_metadata(file), StorageError),  # noqa: B023
+            (lambda ctx: ctx.storage.delete(file), StorageError),  # noqa: B023
+        ):
+            ok, result = attempt(app, lambda: app.run(fn))  # noqa: B023
+            assert not ok and isinstance(result, error), (rid, result)
+            assert "not an ents id" in str(result)
+        assert app.run(lambda ctx: ctx.db.normalize_id("things", t)) is None  # noqa: B023
+        assert app.run(lambda ctx: ctx.table("things").normalize_id(t)) is None  # noqa: B023
+        # Through a public function called by an untrusted client, too.
+        with pytest.raises(InvalidIdError):
+            app.client().query(read, {"id": t})
+    # The largest row key a table can hold is a well-formed id of a missing document.
+    top = _forge(app, "things", 2**63 - 1)
+    assert app.run(lambda ctx: ctx.table("things").get(top)) is None
+    assert app.client().query(read, {"id": top}) is None
+
+
+def _cursor_with_key(cursor: str, key: Any) -> str:
+    import base64
+    import json
+
+    data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    data["k"] = key
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+def test_forged_cursor_keys_are_invalid_cursors(make_app: Any, backend: str):
+    """A cursor is text a client hands back: one whose key holds values its columns cannot
+    hold (beyond 64 bits, lone surrogates, other types) is an invalid cursor, on every
+    kind of order, and never reaches the database."""
+    app = make_app(
+        define_ent_schema(
+            {
+                "rows": define_ent({"n": int, "s": str, "j": Any})
+                .index("by_n", ["n"])
+                .index("by_s", ["s"])
+                .index("by_j", ["j"])
+            }
+        )
+    )
+    app.run(lambda ctx: ctx.table("rows").insert_many([{"n": i, "s": str(i), "j": i} for i in range(3)]))
+    queries: dict[str, Callable[[Any], Any]] = {
+        "default": lambda ctx: ctx.table("rows"),
+        "desc": lambda ctx: ctx.table("rows").order("desc"),
+        "by_n": lambda ctx: ctx.table("rows", "by_n"),
+        "by_s": lambda ctx: ctx.table("rows", "by_s"),
+        "by_j": lambda ctx: ctx.table("rows", "by_j"),
+    }
+    bad_values = [2**63, -(2**63) - 1, 2**64, 10**30, "\ud800", "x", None, 1.5, [1], {"a": 1}, True]
+    for name, query in queries.items():
+        page = app.run(lambda ctx: query(ctx).paginate({"num_items": 1, "cursor": None}))  # noqa: B023
+        good = page["continue_cursor"]
+        import base64
+        import json
+
+        key = json.loads(base64.urlsafe_b64decode(good + "=" * (-len(good) % 4)))["k"]
+        for i in range(len(key)):
+            for bad in bad_values:
+                forged_key = [*key[:i], bad, *key[i + 1 :]]
+                if forged_key == key or (name == "by_j" and i == 0 and bad != "\ud800"):
+                    continue  # a JSON field may hold any JSON value (large integers too)
+                if name == "by_s" and i == 0 and bad == "x":
+                    continue  # a plain string is a valid key of a string field
+                tail = 1 if app.backend.dialect.rid_order else 2  # (_creation_time,) _rid
+                if bad is None and i < len(key) - tail:
+                    continue  # an index field may be null
+                if bad == 1.5 and tail == 2 and i == len(key) - 2:
+                    continue  # a creation time
+                cursor = _cursor_with_key(good, forged_key)
+                ok, result = attempt(app, lambda: app.run(lambda ctx: query(ctx).paginate({"num_items": 1, "cursor": cursor})))  # noqa: B023
+                assert not ok and isinstance(result, ValidationError) and "cursor" in str(result), (name, forged_key, result)
+        # Keys of the wrong length are refused too.
+        for forged_key in ([], [*key, 1], key[:-1] or [None, None, None]):
+            cursor = _cursor_with_key(good, forged_key)
+            ok, result = attempt(app, lambda: app.run(lambda ctx: query(ctx).paginate({"num_items": 1, "cursor": cursor})))  # noqa: B023
+            assert not ok and isinstance(result, ValidationError), (name, forged_key, result)
+
+
+def test_integers_beyond_64_bits_in_a_json_index(make_app: Any, backend: str):
+    """Integers nested in JSON may exceed 64 bits; an index on such a field finds them by
+    value, and pagination walks past them (its cursor carries the large integer)."""
+    app = make_app(define_ent_schema({"rows": define_ent({"j": Any}).index("by_j", ["j"])}))
+    values = [-(2**70), -5, 0, 7, 2**63, 2**70, 10**30]
+    app.run(lambda ctx: ctx.table("rows").insert_many([{"j": v} for v in values]))
+    found = app.run(lambda ctx: [r.j for r in ctx.table("rows", "by_j", lambda q: q.eq("j", 2**70))])
+    assert found == [2**70]
+    assert app.run(lambda ctx: ctx.table("rows").get("by_j", 2**70)).j == 2**70
+    assert app.run(lambda ctx: [r.j for r in ctx.table("rows", "by_j", lambda q: q.gt("j", 2**64))]) == [2**70, 10**30]
+    assert app.run(lambda ctx: ctx.table("rows", "by_j", lambda q: q.eq("j", 10**400)).collect()) == []
+    seen: list[Any] = []
+    cursor = None
+    for _ in range(len(values) + 1):
+        page = app.run(lambda ctx: ctx.table("rows", "by_j").paginate({"num_items": 1, "cursor": cursor}))  # noqa: B023
+        seen += [r.j for r in page["page"]]
+        cursor = page["continue_cursor"]
+        if page["is_done"]:
+            break
+    assert seen == values
+
+
+def test_storage_content_type_is_checked_like_any_string(make_app: Any, backend: str):
+    """The same content type is refused on SQLite and PostgreSQL alike, with a
+    ValidationError naming it, and nothing (row or blob) is stored."""
+    app = make_app(things_schema())
+    for bad in ("a\x00b", "\ud800", "x\udfffy", 5, b"image/png", HUGE, _deep(3000, "list")):
+        ok, result = attempt(app, lambda: app.run(lambda ctx: ctx.storage.store(b"data", content_type=bad)))  # noqa: B023
+        assert not ok and isinstance(result, ValidationError), (bad, result)
+        assert result.field == "content_type" and "content_type" in str(result)
+    assert not [p for p in app.blobs.directory.rglob("*") if p.is_file()]
+    file = app.run(lambda ctx: ctx.storage.store(b"data", content_type="image/png; charset=\u00e9"))
+    assert app.run(lambda ctx: ctx.storage.get_metadata(file))["content_type"] == "image/png; charset=\u00e9"
+
+
+def test_huge_integers_and_deep_values_give_ents_errors_everywhere(make_app: Any, backend: str, clock: FakeClock):
+    """repr() of an integer beyond 4300 digits raises ValueError, and of a list nested
+    thousands deep RecursionError: error messages that show a bad value must not, on any
+    entry point."""
+    app = make_app(things_schema())
+
+    @app.mutation
+    def takes_int(ctx: Any, x: int) -> None:
+        pass
+
+    @app.mutation
+    def takes_str(ctx: Any, s: str) -> None:
+        pass
+
+    keep = app.run(lambda ctx: ctx.table("things").insert({**GOOD, "u": "keep"}))
+    for bad in (HUGE, -HUGE, _deep(3000, "list"), _deep(3000, "dict")):
+        calls: list[Callable[[Any], Any]] = [
+            lambda ctx: ctx.table("things").insert({**GOOD, "s": bad}),  # noqa: B023
+            lambda ctx: ctx.table("things").insert({**GOOD, "i": bad}),  # noqa: B023
+            lambda ctx: ctx.table("things").insert({**GOOD, "any": bad}),  # noqa: B023
+            lambda ctx: ctx.table("things").insert({**GOOD, "li": [bad]}),  # noqa: B023
+            lambda ctx: ctx.table("things").insert({**GOOD, "m": bad}),  # noqa: B023
+            lambda ctx: ctx.table("things").insert({**GOOD, "lit": bad}),  # noqa: B023
+            lambda ctx: ctx.table("things").get_x(keep).patch({"i": bad}),  # noqa: B023
+            lambda ctx: ctx.table("things").get_x(keep).replace({**GOOD, "d": {"k": bad}}),  # noqa: B023
+            lambda ctx: ctx.db.insert("others", {"x": bad}),  # noqa: B023
+            lambda ctx: ctx.db.patch(keep, {"n": bad}),  # noqa: B023
+            lambda ctx: ctx.db.insert(bad, {}),  # noqa: B023
+            lambda ctx: ctx.db.get(bad),  # noqa: B023
+            lambda ctx: ctx.table(bad),  # noqa: B023
+            lambda ctx: ctx.table("things").get(bad),  # noqa: B023
+            lambda ctx: ctx.table("things").get("n", bad),  # noqa: B023
+            lambda ctx: ctx.table("things").get(bad, 1),  # noqa: B023
+            lambda ctx: ctx.table("things", "n", lambda q: q.eq("n", bad)).collect(),  # noqa: B023
+            lambda ctx: ctx.table("things").filter(lambda q: q.eq(q.field("i"), bad)).collect(),  # noqa: B023
+            lambda ctx: ctx.table("things").filter(lambda q: q.eq(q.field("any"), bad)).collect(),  # noqa: B023
+            lambda ctx: ctx.table("things").filter(lambda q: q.field(bad)).collect(),  # noqa: B023
+            lambda ctx: ctx.table("things").order(bad).collect(),  # noqa: B023
+            lambda ctx: ctx.table("things").take(bad),  # noqa: B023
+            lambda ctx: ctx.table("things").paginate({"num_items": bad, "cursor": None}),  # noqa: B023
+            lambda ctx: ctx.table("things").paginate({"num_items": 1, "cursor": bad}),  # noqa: B023
+            lambda ctx: ctx.db.query("things").with_index(bad).collect(),  # noqa: B023
+            lambda ctx: ctx.scheduler.run_after(bad, takes_int, {"x": 1}),  # noqa: B023
+            lambda ctx: ctx.scheduler.run_at(bad, takes_int, {"x": 1}),  # noqa: B023
+            lambda ctx: ctx.scheduler.run_after(0, takes_int, {"x": bad}),  # noqa: B023
+            lambda ctx: ctx.scheduler.run_after(0, takes_str, {"s": bad}),  # noqa: B023
+            lambda ctx: ctx.scheduler.run_after(0, bad, {}),  # noqa: B023
+            lambda ctx: ctx.scheduler.cancel(bad),  # noqa: B023
+            lambda ctx: ctx.storage.store(bad),  # noqa: B023
+            lambda ctx: ctx.storage.get(bad),  # noqa: B023
+        ]
+        for call in calls:
+            attempt(app, lambda: app.run(call))  # noqa: B023 - anything but an EntsError propagates
+        for fn in (takes_int, takes_str):
+            attempt(app, lambda: app.run_mutation(fn, {"x": bad, "s": bad}))  # noqa: B023
+            attempt(app, lambda: app.client().mutation(fn, {"x": bad}))  # noqa: B023
+            attempt(app, lambda: app.run_mutation(fn, bad))  # noqa: B023
+        for move in (clock.advance, clock.set_time):
+            with pytest.raises(EntsError):
+                move(bad)
 
 
 # -- filter expressions, index ranges, query options ----------------------------------------------

@@ -104,7 +104,7 @@ def run_scenario(url: str, tmp_path: Path, seed: int, rounds: int = 3) -> list[s
             else:
                 proc = procs.worker(f"{point}:{n}")
                 try:
-                    proc.wait(60)
+                    proc.wait(120)
                 except subprocess.TimeoutExpired:
                     procs.kill(proc)  # the point was not reached; a kill from outside then
             history.append(f"round {r}: {point}:{n} -> rc {proc.returncode}")
@@ -210,7 +210,7 @@ def test_every_crash_point_is_reached(url: str, tmp_path: Path) -> None:
             app.run_mutation("crash:seed", {"prefix": f"p{i}-", "mutations": 5, "actions": 1, "owners": 1})
             proc = procs.worker(f"{point}:1")
             try:
-                rc = proc.wait(60)
+                rc = proc.wait(120)
             except subprocess.TimeoutExpired:
                 procs.kill(proc)
                 rc = None
@@ -242,7 +242,7 @@ def test_actions_claimed_by_a_commit_whose_reply_was_lost_are_not_stuck(make_app
 
     @app.internal_action(name="lost:slow")
     def slow(ctx: Any) -> None:
-        release.wait(30)
+        assert release.wait(120), "the test never released the action"
 
     @app.internal_action(name="lost:quick")
     def quick(ctx: Any, i: int) -> None:

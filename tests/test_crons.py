@@ -769,13 +769,21 @@ def test_two_worker_processes_never_run_an_occurrence_twice(backend, db_url, clo
     start, steps = clock.now(), 30
     App(schema, db_url, clock=clock).close()  # create the database before the race
     ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(2)
+    # A process that dies breaks the barrier for the other (BrokenBarrierError) instead of
+    # leaving it waiting for ever.
+    barrier = ctx.Barrier(2, timeout=120)
     procs = [ctx.Process(target=_worker_process, args=(db_url, start, steps, barrier)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0, 0]
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(240)
+        assert [p.exitcode for p in procs] == [0, 0], "a worker process failed or never finished (see its stderr)"
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(30)
 
     app = _shared_app(db_url, clock)
     try:

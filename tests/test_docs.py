@@ -24,7 +24,8 @@ def test_readme_first_example_is_the_quickstart_file():
 
 
 def test_quickstart_runs(capsys):
-    runpy.run_module("schema_examples.quickstart", run_name="__main__")
+    namespace = runpy.run_module("schema_examples.quickstart", run_name="__main__")
+    namespace["app"].close()  # the module's App: a script's ends with its process
     out = capsys.readouterr().out.splitlines()
     assert "'status': 'pending'" in out[0]
     assert "'status': 'success'" in out[1]

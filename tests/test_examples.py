@@ -35,6 +35,7 @@ from schema_examples import (
     sessions,
     subscriptions,
 )
+from tests.pg import wait_for
 
 DAY = 24 * 3600 * 1000
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +102,8 @@ def test_the_answers_demo_runs_end_to_end_with_a_real_worker(tmp_path: Path) -> 
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    for status in ("pending", "inProgress", "success", "canceled"):
+    # (whether a poll caught a job inProgress depends on timing: the next test makes sure)
+    for status in ("pending", "success", "canceled"):
         assert status in out
     assert "pending -> canceled" in out  # bob's waiting job, canceled by the cascade
     assert "5. What is left: 3 answers" in out
@@ -109,20 +111,35 @@ def test_the_answers_demo_runs_end_to_end_with_a_real_worker(tmp_path: Path) -> 
 
 
 def test_the_answers_demo_reports_every_status_change(tmp_path: Path) -> None:
+    # The model answers at once, except for bob's lunch question: that one "thinks" until
+    # the demo stops its worker, so it is running when bob is deleted, whatever the timing.
     lines: list[str] = []
-    result = answers.run_demo(f"sqlite:///{tmp_path / 'demo.db'}", out=lines.append)
+    stopping = threading.Event()
+
+    def think(question: str) -> float:
+        if question == "What's for lunch?":
+            assert stopping.wait(120), "the demo never stopped its worker"
+        return 0.0
+
+    def out(line: str) -> None:
+        lines.append(line)
+        if line.startswith("4. Stop the worker"):
+            stopping.set()
+
+    result = answers.run_demo(f"sqlite:///{tmp_path / 'demo.db'}", out=out, model=answers.CannedModel(think))
     assert [r["user"] for r in result["remaining"]] == ["ada"] * 3
     assert all(r["status"] == "success" and r["text"] for r in result["remaining"])
     for history in result["history"].values():
         assert history[0] == "pending" and history[-1] == "success"
-    # bob's job that waited for a minute was canceled by the cascade and never ran
+    # bob's job that waited for an hour was canceled by the cascade and never ran
     assert result["bob_before_delete"]["Will it rain tomorrow?"] == "pending"
     assert result["canceled"]["Will it rain tomorrow?"] == result["final"]["Will it rain tomorrow?"] == "canceled"
     assert "Will it rain tomorrow?" not in result["replied"]
     # the one that was running went on to its end, and its job stayed canceled
-    if result["bob_before_delete"]["What's for lunch?"] == "inProgress":
-        assert result["final"]["What's for lunch?"] == "canceled"
-        assert "What's for lunch?" in result["replied"]
+    assert result["bob_before_delete"]["What's for lunch?"] == "inProgress"
+    assert result["final"]["What's for lunch?"] == "canceled"
+    assert "What's for lunch?" in result["replied"]
+    assert any("inProgress" in line for line in lines)
 
 
 # -- answers (seed 000) -------------------------------------------------------------------
@@ -307,11 +324,10 @@ def test_batch_counts_every_item_when_actions_run_concurrently(tmp_path: Path) -
         words = [f"w{i}" for i in range(40)]
         with app.worker(concurrency=8):
             batch_id = app.run_mutation(batch.start_batch, {"words": words})
-            done = threading.Event()
-            while not done.wait(0.01):
-                status = app.run_query(batch.batch_status, {"batch_id": batch_id})
-                if status["summary"] is not None:
-                    done.set()
+            assert wait_for(lambda: app.run_query(batch.batch_status, {"batch_id": batch_id})["summary"] is not None, timeout=120), (
+                app.run_query(batch.batch_status, {"batch_id": batch_id})
+            )
+            status = app.run_query(batch.batch_status, {"batch_id": batch_id})
         assert status["completed_items"] == 40 and status["status"] == "completed"
         assert status["summary"] == " ".join(w[::-1].upper() for w in words)
     finally:
@@ -439,8 +455,8 @@ def test_concurrent_requests_with_one_key_make_one_payment(db_url: str, backend:
         for t in threads:
             t.start()
         for t in threads:
-            t.join(60)
-        assert len(results) == 6 and len(set(results)) == 1
+            t.join(120)
+        assert len(results) == 6 and len(set(results)) == 1, results
         assert len(app.run_query(payments.list_payments)) == 1
     finally:
         app.close()

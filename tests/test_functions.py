@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from typing import Literal
 
 import pytest
@@ -228,23 +227,43 @@ def test_only_actions_may_be_async(make_app):
 
 
 def test_busy_database_is_retried_transparently(tmp_path, clock):
-    # A second connection holds the write lock briefly; the mutation waits it out.
+    # A second connection holds the write lock until the mutation has found the database
+    # busy twice; the mutation waits it out.
     from ents import App
 
     path = tmp_path / "busy.db"
     app = App(schema, f"sqlite:///{path}?busy_timeout=5", clock=clock)
     blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     blocker.execute("BEGIN IMMEDIATE")
+    dialect = app.backend.dialect
+    classify = dialect.classify
+    busy: list[str] = []
+    found_busy = threading.Event()
+
+    def classify_and_count(exc: BaseException) -> str | None:
+        kind = classify(exc)
+        if kind == "transient":
+            busy.append(str(exc))
+            if len(busy) >= 2:
+                found_busy.set()
+        return kind
+
+    dialect.classify = classify_and_count  # type: ignore[method-assign]
     released = threading.Event()
 
     def release() -> None:
-        time.sleep(0.3)
-        blocker.execute("COMMIT")
-        released.set()
+        if found_busy.wait(60):
+            blocker.execute("COMMIT")
+            released.set()
 
-    threading.Thread(target=release).start()
-    note = app.run(lambda ctx: ctx.table("notes").insert({"text": "after the lock"}))
-    assert released.is_set()
+    releaser = threading.Thread(target=release)
+    releaser.start()
+    try:
+        note = app.run(lambda ctx: ctx.table("notes").insert({"text": "after the lock"}))
+    finally:
+        found_busy.set()
+        releaser.join(60)
+    assert released.is_set() and len(busy) >= 2, busy
     assert app.run(lambda ctx: ctx.table("notes").get_x(note).text) == "after the lock"
     blocker.close()
     app.close()

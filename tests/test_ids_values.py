@@ -152,6 +152,18 @@ def test_values_round_trip(app: Any, value: Any) -> None:
     assert round_trip(app, value) == value
 
 
+@pytest.mark.parametrize("number", [1e16, -1e16, 1.5e300, 2.0**80, 1e15, 12345.0])
+def test_large_floats_in_json_stay_floats(app: Any, number: float) -> None:
+    """PostgreSQL's jsonb keeps 1e16 as the number 10000000000000000; it must still read
+    back as a float, alone and nested, and ints beside it stay ints."""
+    value = {"x": number, "list": [number, 2**60], "s": "e+ in a string: 1e+16"}
+    back = round_trip(app, value)
+    assert back == value
+    assert type(back["x"]) is float and type(back["list"][0]) is float and type(back["list"][1]) is int
+    top = round_trip(app, number)
+    assert top == number and type(top) is float
+
+
 def test_tuples_are_stored_as_lists_and_dicts_read_as_docs(app: Any) -> None:
     assert round_trip(app, (1, 2)) == [1, 2]
     data = round_trip(app, {"a": {"b": 1}})

@@ -750,3 +750,9 @@ def test_an_edge_may_not_have_the_name_of_a_field() -> None:
     # An edge storing its id in a field of its own name is one thing, not two.
     schema = define_ent_schema({"posts": define_ent({}).edge("user", field="user"), "users": define_ent({}).edges("posts", ref="user")})
     assert schema.tables["posts"].edges["user"].field == "user"
+
+
+@pytest.mark.parametrize("flags", [{"unique": NotImplemented}, {"index": "yes"}, {"unique": 1}])
+def test_field_flags_must_be_true_or_false(flags: dict[str, Any]) -> None:
+    with pytest.raises(SchemaError, match=r'Field "n": unique= and index= take True or False'):
+        define_ent({}).field("n", int, **flags)

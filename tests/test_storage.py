@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -22,6 +21,7 @@ from ents import (
     define_ent_schema,
 )
 from ents.testing import FakeClock
+from tests.pg import wait_for
 
 
 def storage_schema() -> Any:
@@ -422,16 +422,24 @@ def test_a_worker_sweeps_strays_as_housekeeping(make_app: Any, blob_dir: Path, b
     paths = [url_path(app.run(lambda ctx, i=i: ctx.storage.get_url(i))) for i in strays]
     _drop_rows(app, *strays)
     _age(paths[0], STRAY_AGE_S + 1)
-    worker = app.worker(housekeeping_interval=0.05, storage_sweep_interval=3600).start()
+    worker = app.worker(housekeeping_interval=0.05, storage_sweep_interval=3600)
+    # Count the rounds of housekeeping (each one purges old jobs).
+    rounds = [0]
+    purge = worker.executor.purge
+
+    def counted_purge() -> int:
+        rounds[0] += 1
+        return purge()
+
+    worker.executor.purge = counted_purge  # type: ignore[method-assign]
+    worker.start()
     try:
-        deadline = time.monotonic() + 10
-        while paths[0].exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not paths[0].exists()
+        assert wait_for(lambda: not paths[0].exists()), "the first housekeeping never swept the old stray"
         # The next sweep is an hour away: a stray that becomes old now stays meanwhile,
         # though housekeeping runs every 50 ms.
         _age(paths[1], STRAY_AGE_S + 1)
-        time.sleep(0.5)
+        after = rounds[0]
+        assert wait_for(lambda: rounds[0] >= after + 3), "housekeeping stopped running"
         assert paths[1].exists()
     finally:
         worker.stop()

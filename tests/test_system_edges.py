@@ -59,7 +59,7 @@ def app(make_app: Any) -> Any:
     def slow(ctx: Any, answer_id: str) -> None:
         # Holds the job inProgress until the test lets it go on.
         gate["started"].set()
-        assert gate["proceed"].wait(30), "the test never let the action proceed"
+        assert gate["proceed"].wait(120), "the test never let the action proceed"
         ctx.run_mutation(record, {"what": "action went on"})
         ctx.scheduler.run_after(0, record, {"what": "scheduled by the action"})
         ctx.run_mutation(schedule_record, {"what": "scheduled by its mutation"})
@@ -364,13 +364,13 @@ def test_a_running_action_goes_on_but_ends_canceled(app: Any, user: str) -> None
     runner = threading.Thread(target=app.finish_in_progress_scheduled_functions)
     runner.start()
     try:
-        assert app.gate["started"].wait(30)
+        assert app.gate["started"].wait(120), "the action never started"
         assert app.run(lambda ctx: ctx.table("answers").get_x(answer).edge("action").state.kind) == "inProgress"
         app.run(lambda ctx: ctx.table("users").get_x(user).delete())  # cascades to the answer
         assert state(app, jid) == "canceled"
     finally:
         app.gate["proceed"].set()
-        runner.join(60)
+        runner.join(120)
     assert not runner.is_alive()
     assert state(app, jid) == "canceled"
     # The action ran to its end, but what it scheduled after the cancel never runs.

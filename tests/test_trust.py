@@ -183,7 +183,7 @@ def test_clients_schedule_and_read_jobs_only_through_app_functions(app: App):
     assert notes == [("later", "None")]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(name=st.text(max_size=40), method=st.sampled_from(METHODS), args=st.one_of(st.none(), st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3)))
 def test_any_name_is_public_or_not_found(app: App, name: str, method: str, args: Any):
     client = app.client()

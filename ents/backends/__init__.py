@@ -6,9 +6,12 @@ import os
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError
+from .base import redact_url
 
 if TYPE_CHECKING:
     from .base import Backend
+
+__all__ = ["DEFAULT_URL", "default_url", "open_backend", "redact_url"]
 
 DEFAULT_URL = "sqlite:///ents.db"
 
@@ -38,5 +41,5 @@ def open_backend(url: str | None) -> Backend:
 
         return PostgresBackend(url)
     raise ConfigurationError(
-        f"Unsupported database URL {url!r}: use sqlite:///path.db, sqlite:// (memory) or postgresql://..."
+        f"Unsupported database URL '{redact_url(url)}': use sqlite:///path.db, sqlite:// (memory) or postgresql://..."
     )

@@ -10,12 +10,38 @@ only in those hooks and capability flags.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 Params = Sequence[Any]
+
+_SECRET_KEY = re.compile(r"(?i)([^=&;\s?]*pass[^=&;\s]*)=('(?:[^'\\]|\\.)*'|[^&;#\s]*)")
+
+
+def redact_url(url: Any) -> str:
+    """``url`` as it may be shown: in a message, a ``repr``, a log line.
+
+    The password of the user part (``user:***@host``) and of any option whose name
+    contains "pass" (``?password=***``, also in a ``key=value`` connection string) is
+    replaced by ``***``. Never raises, even for a URL no parser accepts.
+    """
+    if not isinstance(url, str):
+        return f"<{type(url).__name__}>"
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        # The user part ends at the last "@" before the options: an unescaped "@" or "/"
+        # inside a password must not leave part of it visible.
+        head, qmark, query = rest.partition("?")
+        at = head.rfind("@")
+        if at >= 0:
+            user, colon, _ = head[:at].partition(":")
+            head = f"{user}{':***' if colon else ''}{head[at:]}"
+        url = f"{scheme}{sep}{head}{qmark}{query}"
+    url = _SECRET_KEY.sub(lambda m: f"{m.group(1)}=***", url)
+    return url if url.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in url)
 
 
 class Connection(ABC):
@@ -216,7 +242,8 @@ class Backend(ABC):
         return lambda: None
 
     def describe(self) -> str:
-        return self.url
+        """Where the database is, for messages and logs (never with a password)."""
+        return redact_url(self.url)
 
     def storage_namespace(self) -> str:
         """A directory name unique to this database (for the default blob directory)."""

@@ -21,10 +21,17 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sa_sqlite
 
 from ..errors import ConfigurationError
-from .base import Backend, Connection, Dialect, Params
+from .base import Backend, Connection, Dialect, Params, redact_url
 
 _TRANSIENT_CODES = {5, 6, 261, 262, 517, 773}  # BUSY, LOCKED and their extended codes
 _UNIQUE_CODES = {1555, 2067}  # CONSTRAINT_PRIMARYKEY, CONSTRAINT_UNIQUE
+
+
+def _as_real(value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return float("inf") if value > 0 else float("-inf")
 
 
 class SQLiteDialect(Dialect):
@@ -50,6 +57,11 @@ class SQLiteDialect(Dialect):
     def json_value_param(self, value: Any) -> tuple[str, Any]:
         if isinstance(value, bool):
             return "?", int(value)
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            # json_extract reads an integer beyond 64 bits as a REAL (and beyond a double's
+            # range as an infinity): compare with what SQLite sees, since the driver cannot
+            # bind such an integer at all.
+            return "?", _as_real(value)
         if isinstance(value, (dict, list)):
             # json_extract gives objects and arrays back as minified JSON text
             from ..values import dumps
@@ -78,6 +90,30 @@ class SQLiteDialect(Dialect):
         return None
 
 
+def _busy_timeout(text: str | None, default: int, url: str) -> int:
+    if text is None:
+        return default
+    try:
+        ms = int(text)
+    except ValueError:
+        ms = -1
+    if not 0 <= ms <= 2**31 - 1:
+        raise ConfigurationError(
+            f"busy_timeout must be a whole number of milliseconds from 0 to {2**31 - 1}, got {text!r} in '{redact_url(url)}'"
+        )
+    return ms
+
+
+def _hint(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        return (
+            " (ents must be able to write the file and to create its -wal and -shm files beside it: "
+            "is the file, its directory or its filesystem read-only?)"
+        )
+    return ""
+
+
 class _SQLiteConnection(Connection):
     def __init__(self, raw: sqlite3.Connection) -> None:
         self.raw = raw
@@ -103,15 +139,21 @@ class _SQLiteConnection(Connection):
 
 def parse_sqlite_url(url: str) -> tuple[str | None, dict[str, str]]:
     """``sqlite://`` is memory; ``sqlite:///rel.db`` and ``sqlite:////abs.db`` are files."""
-    parts = urlsplit(url)
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unbalanced "[" in the host part
+        raise ConfigurationError(f"Malformed SQLite URL '{shown}': {exc}") from None
     if parts.scheme != "sqlite":
-        raise ConfigurationError(f"Not an SQLite URL: {url!r}")
+        raise ConfigurationError(f"Not an SQLite URL: '{shown}'")
     options = {k.lower(): v[-1] for k, v in parse_qs(parts.query).items()}
     if parts.netloc not in ("", "localhost"):
         raise ConfigurationError(
-            f"SQLite URL {url!r} has a host; use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+            f"SQLite URL '{shown}' has a host; use sqlite:///relative/path.db or sqlite:////absolute/path.db"
         )
     path = unquote(parts.path)
+    if "\x00" in path:
+        raise ConfigurationError(f"SQLite URL '{shown}': a file path cannot contain a NUL character")
     if path in ("", "/", "/:memory:"):
         return None, options
     return path[1:] if path.startswith("/") else path, options
@@ -124,9 +166,9 @@ class SQLiteBackend(Backend):
         self.path, options = parse_sqlite_url(url)
         sync = options.get("synchronous", "full").upper()
         if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise ConfigurationError(f"Unknown SQLite synchronous setting {sync!r} in {url!r}")
+            raise ConfigurationError(f"Unknown SQLite synchronous setting {sync!r} in '{redact_url(url)}'")
         self.synchronous = sync
-        self.busy_timeout_ms = int(options.get("busy_timeout", busy_timeout_ms))
+        self.busy_timeout_ms = _busy_timeout(options.get("busy_timeout"), busy_timeout_ms, url)
         self._local = threading.local()
         self._all: weakref.WeakSet[_SQLiteConnection] = weakref.WeakSet()
         self._conns: list[_SQLiteConnection] = []
@@ -157,17 +199,26 @@ class SQLiteBackend(Backend):
                 timeout=self.busy_timeout_ms / 1000,
                 cached_statements=512,
             )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: a path the OS cannot take
             raise ConfigurationError(f"Cannot open SQLite database {target!r}: {exc}") from exc
-        if self.path is not None:
-            mode = raw.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":  # pragma: no cover - e.g. a network filesystem
-                raise ConfigurationError(f"Cannot enable WAL mode on {self.path!r} (got {mode})")
-        raw.execute(f"PRAGMA synchronous={self.synchronous}")
-        raw.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
-        raw.execute("PRAGMA foreign_keys=OFF")
-        raw.execute("PRAGMA temp_store=MEMORY")
-        raw.execute("PRAGMA cache_size=-32000")
+        try:
+            # The first statements are where an odd file shows itself: not a database, a
+            # read-only file or directory (WAL mode writes the file and creates -wal and
+            # -shm files beside it), a device.
+            if self.path is not None:
+                mode = raw.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":  # pragma: no cover - e.g. a network filesystem
+                    raise ConfigurationError(f"Cannot enable WAL mode on {self.path!r} (got {mode})")
+            raw.execute(f"PRAGMA synchronous={self.synchronous}")
+            raw.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+            raw.execute("PRAGMA foreign_keys=OFF")
+            raw.execute("PRAGMA temp_store=MEMORY")
+            raw.execute("PRAGMA cache_size=-32000")
+        except BaseException as exc:
+            raw.close()
+            if isinstance(exc, sqlite3.Error):
+                raise ConfigurationError(f"Cannot open SQLite database {target!r}: {exc}{_hint(exc)}") from exc
+            raise
         conn = _SQLiteConnection(raw)
         with self._lock:
             self._conns.append(conn)

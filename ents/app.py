@@ -22,7 +22,7 @@ from .clock import Clock, SystemClock
 from .context import ActionCtx, AsyncActionCtx, MutationCtx, QueryCtx
 from .ddl import sync_schema
 from .errors import ConfigurationError, DatabaseError, EntsError, FunctionNotFoundError, SchemaError
-from .functions import FunctionDef, Kind, Registry, RetryPolicy
+from .functions import FunctionDef, Kind, Registry, RetryPolicy, a_kind
 from .ids import IdCodec
 from .runtime import TableRuntime
 from .scheduler import follow_origin
@@ -227,7 +227,7 @@ class App:
             raise FunctionNotFoundError(f"Could not find public function `{fdef.name}`", function=fdef.name)
         if fdef.kind != kind:
             raise FunctionNotFoundError(
-                f"Trying to execute `{fdef.name}` as a {kind}, but it is defined as a {fdef.kind}",
+                f"Trying to execute `{fdef.name}` as {a_kind(kind)}, but it is defined as {a_kind(fdef.kind)}",
                 function=fdef.name,
             )
         kwargs = fdef.validate_args(args)
@@ -245,11 +245,14 @@ class App:
         return self._transact(body, write=kind == "mutation", identity=identity, function=fdef.name)
 
     def _run_action_handler(self, fdef: FunctionDef, kwargs: dict[str, Any], *, identity: Any, job: int | None) -> Any:
-        ctx = ActionCtx(self, identity=identity, job=job)
-        if fdef.is_async:
-            result = _run_coroutine(fdef.handler(AsyncActionCtx(ctx), **kwargs))
-        else:
-            result = fdef.handler(ctx, **kwargs)
+        ctx = ActionCtx(self, identity=identity, job=job, function=fdef.name)
+        try:
+            if fdef.is_async:
+                result = _run_coroutine(fdef.handler(AsyncActionCtx(ctx), **kwargs))
+            else:
+                result = fdef.handler(ctx, **kwargs)
+        finally:
+            ctx._end()
         return fdef.validate_result(result)
 
     def run_query(self, fn: Any, args: dict[str, Any] | None = None, *, identity: Any = None) -> Any:

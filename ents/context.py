@@ -10,12 +10,20 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import writer
-from .errors import ContextError, InvalidIdError, ReadOnlyError, ValidationError
-from .query import Query, SystemTableQuery, TableFactory, TableQuery
+from .errors import (
+    ContextError,
+    FunctionNotFoundError,
+    InvalidIdError,
+    ReadOnlyError,
+    ValidationError,
+)
+from .functions import a_kind
+from .query import Page, Query, SystemTableQuery, TableFactory, TableQuery
 from .rules import SkipRules, rules_view
 from .scheduler import Scheduler, follow_origin
 from .storage import Storage
@@ -73,10 +81,9 @@ class DbQuery:
         e = self._q.unique()
         return _doc(e) if e is not None else None
 
-    def paginate(self, opts: dict[str, Any]) -> dict[str, Any]:
-        page = self._q.paginate(opts)
-        page["page"] = [_doc(e) for e in page["page"]]
-        return page
+    def paginate(self, opts: dict[str, Any]) -> Page:
+        """``{"page": [documents], "is_done", "continue_cursor"}``; ``.map(fn)`` maps the page."""
+        return self._q.paginate(opts).map(_doc)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for e in self._q:
@@ -96,6 +103,7 @@ class SystemDb:
         self._tx = tx
 
     def get(self, id: str) -> dict[str, Any] | None:
+        self._tx.check_open("ctx.db.system")
         table = _table_of(self._tx, id)
         if not table.startswith("_"):
             raise ValidationError(f"ctx.db.system.get() reads system tables; `{id}` is an id of \"{table}\"", table=table)
@@ -109,7 +117,7 @@ class SystemDb:
 def _table_of(tx: Transaction, id: Any) -> str:
     table, _ = tx.app.codec.decode(id)
     rt = tx.runtimes.get(table)
-    if rt is None or rt.table.is_edge_table:
+    if rt is None:
         raise InvalidIdError(f"Invalid id `{id}`: it does not belong to any table of this schema", id=str(id))
     return table
 
@@ -122,32 +130,41 @@ class Db:
         self._tx = tx
         self.system = SystemDb(tx)
 
+    def _open(self, method: str) -> Transaction:
+        tx = self._tx
+        if tx.closed:
+            raise tx.closed_error(f"ctx.db.{method}()")
+        return tx
+
     def get(self, id: str) -> dict[str, Any] | None:
-        table = _table_of(self._tx, id)
-        ent = TableFactory(self._tx)(table).get(id)
+        tx = self._open("get")
+        table = _table_of(tx, id)
+        ent = TableFactory(tx).for_db(table).get(id)
         return _doc(ent) if ent is not None else None
 
     def query(self, table: str) -> DbQuery:
-        return DbQuery(TableFactory(self._tx)(table))
+        """Documents of ``table``, also of a many:many edge table (``_id``,
+        ``_creation_time`` and its two id fields), which is read-only."""
+        return DbQuery(TableFactory(self._tx).for_db(table))
 
     def normalize_id(self, table: str, id: Any) -> str | None:
-        return TableFactory(self._tx)(table).normalize_id(id)
+        return TableFactory(self._tx).for_db(table).normalize_id(id)
 
     def insert(self, table: str, value: dict[str, Any]) -> str:
-        q = TableFactory(self._tx)(table)
+        q = TableFactory(self._open("insert")).for_db(table)
         if isinstance(q, SystemTableQuery):
             raise ReadOnlyError(f'System table "{table}" is read-only', table=table)
         return q.insert(value)
 
     def patch(self, id: str, value: dict[str, Any]) -> None:
-        tx = self._tx
+        tx = self._open("patch")
         table = _table_of(tx, id)
         writer.patch(tx, tx.runtimes[table], tx.app.codec.decode_for(table, id), value)
 
     def replace(self, id: str, value: dict[str, Any]) -> None:
         from .writer import replace
 
-        table = _table_of(self._tx, id)
+        table = _table_of(self._open("replace"), id)
         rt = self._tx.rt(table)
         replace(self._tx, rt, self._tx.app.codec.decode_for(table, id), value)
 
@@ -156,7 +173,7 @@ class Db:
         from .errors import EntNotFoundError
         from .writer import _check_writable
 
-        table = _table_of(self._tx, id)
+        table = _table_of(self._open("delete"), id)
         rt = self._tx.rt(table)
         _check_writable(self._tx, rt, "delete a document of")
         rid = self._tx.app.codec.decode_for(table, id)
@@ -235,6 +252,21 @@ class QueryCtx:
     def crons(self) -> Any:
         raise ContextError("ctx.crons is not available in queries: queries only read. Register crons from a mutation.")
 
+    def run_query(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
+        """Run a query (public or internal) inside this transaction and return its result."""
+        return _run_nested(self._tx, fn, args, "query")
+
+    def run_mutation(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
+        raise ContextError(
+            "ctx.run_mutation is not available in queries: queries only read. Call it from a mutation or an action."
+        )
+
+    def run_action(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
+        raise ContextError(
+            "ctx.run_action is not available in queries and mutations: they run in one transaction, which an "
+            "action cannot be part of. Schedule the action instead: ctx.scheduler.run_after(0, fn, args)."
+        )
+
 
 class MutationCtx(QueryCtx):
     """The context of a mutation: reads, writes and scheduling, all in one transaction."""
@@ -255,6 +287,42 @@ class MutationCtx(QueryCtx):
 
         return RuntimeCrons(self._tx)
 
+    def run_mutation(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
+        """Run a mutation (public or internal) as a sub-transaction of this one: if it
+        raises, its writes and what it scheduled are rolled back alone (catch the error to
+        go on); otherwise they commit with this mutation."""
+        return _run_nested(self._tx, fn, args, "mutation")
+
+
+def _run_nested(tx: Transaction, fn: Any, args: Any, kind: str) -> Any:
+    """Run a query or mutation inside ``tx`` under a savepoint, as Convex runs
+    ``ctx.runQuery`` / ``ctx.runMutation`` called from a mutation: arguments and result
+    validated, the caller's identity, internal functions allowed (the caller is trusted).
+    What the callee schedules counts toward the limits of the caller's call."""
+    tx.check_open(f"ctx.run_{kind}()")
+    fdef = tx.app.functions.resolve(fn)
+    if fdef.kind != kind:
+        hint = (
+            "; an action cannot run inside a transaction: schedule it with ctx.scheduler.run_after(0, ...)"
+            if fdef.kind == "action"
+            else ""
+        )
+        raise FunctionNotFoundError(
+            f"Trying to execute `{fdef.name}` as {a_kind(kind)}, but it is defined as {a_kind(fdef.kind)}{hint}",
+            function=fdef.name,
+        )
+    kwargs = fdef.validate_args(args)
+    caller, writable = tx.function, tx.write
+    tx.function = fdef.name
+    if kind == "query":
+        tx.write = False  # a query only reads, also inside a mutation
+    try:
+        with tx.savepoint():
+            ctx = MutationCtx(tx) if kind == "mutation" else QueryCtx(tx)
+            return fdef.validate_result(fdef.handler(ctx, **kwargs))
+    finally:
+        tx.function, tx.write = caller, writable
+
 
 class _NoDb:
     def __init__(self, what: str) -> None:
@@ -271,16 +339,34 @@ class _NoDb:
 
 
 class ActionScheduler:
-    """``ctx.scheduler`` in an action: every call commits at once."""
+    """``ctx.scheduler`` in an action: every call commits at once. The limits on what one
+    function call schedules (1000 functions, 8 MB of arguments) count over the whole
+    action call, across its calls of ``ctx.scheduler``."""
 
     def __init__(self, ctx: ActionCtx) -> None:
         self._ctx = ctx
+        self._lock = threading.Lock()
+        self._count = 0
+        self._bytes = 0
+
+    def _schedule(self, body: Callable[[Scheduler], str]) -> str:
+        # One at a time, so that concurrent calls (an async action's gather) cannot
+        # together pass the limits; each call is one short transaction.
+        with self._lock:
+
+            def run(tx: Transaction) -> tuple[str, int, int]:
+                tx.scheduled_count, tx.scheduled_bytes = self._count, self._bytes
+                job = body(Scheduler(tx))
+                return job, tx.scheduled_count, tx.scheduled_bytes
+
+            job, self._count, self._bytes = self._ctx._step(run)
+            return job
 
     def run_after(self, delay: Any, fn: Any, args: dict[str, Any] | None = None) -> str:
-        return self._ctx._step(lambda tx: Scheduler(tx).run_after(delay, fn, args))  # type: ignore[no-any-return]
+        return self._schedule(lambda s: s.run_after(delay, fn, args))
 
     def run_at(self, timestamp: Any, fn: Any, args: dict[str, Any] | None = None) -> str:
-        return self._ctx._step(lambda tx: Scheduler(tx).run_at(timestamp, fn, args))  # type: ignore[no-any-return]
+        return self._schedule(lambda s: s.run_at(timestamp, fn, args))
 
     def cancel(self, id: str) -> None:
         self._ctx._step(lambda tx: Scheduler(tx).cancel(id))
@@ -309,19 +395,35 @@ class ActionStorage:
 
 
 class ActionCtx:
-    """The context of an action: calls other functions; no direct database access."""
+    """The context of an action: calls other functions; no direct database access.
+
+    It serves one call of the action: once the action has returned (or raised), using it
+    raises ContextError, as for a transaction's objects.
+    """
 
     db = _NoDb("ctx.db")
     table = _NoDb("ctx.table")
     skip_rules = _NoDb("ctx.skip_rules")
 
-    def __init__(self, app: App, identity: Any = None, job: int | None = None) -> None:
+    def __init__(self, app: App, identity: Any = None, job: int | None = None, function: str | None = None) -> None:
         self._app = app
         self._identity = identity
         self._job = job
+        self._function = function
+        self._ended = False
         self.auth = Auth(identity)
         self.scheduler = ActionScheduler(self)
         self.storage = ActionStorage(self)
+
+    def _end(self) -> None:
+        self._ended = True
+
+    def _check_open(self) -> None:
+        if self._ended:
+            raise ContextError(
+                f"The ctx of action `{self._function or 'action'}` was used after the action returned; "
+                "use it inside the action"
+            )
 
     @property
     def app(self) -> App:
@@ -333,25 +435,32 @@ class ActionCtx:
         return self._app.clock.now()
 
     def _step(self, body: Callable[[Transaction], Any]) -> Any:
+        self._check_open()
+
         def run(tx: Transaction) -> Any:
             follow_origin(tx, self._job)
             return body(tx)
 
-        return self._app._transact(run, write=True, identity=self._identity, function="action")
+        return self._app._transact(run, write=True, identity=self._identity, function=self._function or "action")
 
     def _read(self, body: Callable[[Transaction], Any]) -> Any:
-        return self._app._transact(body, write=False, identity=self._identity, function="action")
+        self._check_open()
+        return self._app._transact(body, write=False, identity=self._identity, function=self._function or "action")
 
     def run_query(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
         """Run a query (public or internal) in its own read transaction."""
+        self._check_open()
         return self._app._call(fn, args, "query", identity=self._identity, origin_job=self._job)
 
     def run_mutation(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
-        """Run a mutation (public or internal) in its own transaction."""
+        """Run a mutation (public or internal) in its own transaction; what it schedules
+        counts toward its own limits, not the action's (each function call has its own)."""
+        self._check_open()
         return self._app._call(fn, args, "mutation", identity=self._identity, origin_job=self._job)
 
     def run_action(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
         """Run another action and wait for its result."""
+        self._check_open()
         return self._app._call(fn, args, "action", identity=self._identity, origin_job=self._job)
 
 

@@ -372,6 +372,10 @@ class IndexRangeBuilder:
         return self._bound(field, "<=", value, False)
 
 
+#: index fields stored in another column: the by_id index ranges over the row key
+_KEY_COLUMN = {"_id": "_rid"}
+
+
 def compile_range(
     rt: TableRuntime,
     index: str,
@@ -402,7 +406,7 @@ def compile_range(
     params: list[Any] = []
     c = _Compiler(rt, alias)
     for name, value in builder.eqs:
-        col = rt.index_expr(name, c.column(name))
+        col = rt.index_expr(name, c.column(_KEY_COLUMN.get(name, name)))
         if value is None:
             conds.append(f"{col} IS NULL")
             param = None
@@ -421,7 +425,7 @@ def compile_range(
     for bound in (builder.lower, builder.upper):
         if bound is None:
             continue
-        col = rt.index_expr(bound.field, c.column(bound.field))
+        col = rt.index_expr(bound.field, c.column(_KEY_COLUMN.get(bound.field, bound.field)))
         if bound.value is None:
             # NULL sorts first: x > NULL means "x is set"; x < NULL matches nothing.
             if bound.op in (">", ">="):

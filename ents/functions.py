@@ -62,6 +62,11 @@ class RetryPolicy:
         return delay + delay * self.jitter * rand
 
 
+def a_kind(kind: str) -> str:
+    """``kind`` with its article, for messages: "a query", "a mutation", "an action"."""
+    return f"an {kind}" if kind == "action" else f"a {kind}"
+
+
 class NonRetryableError(Exception):
     """Raise from an action with a retry policy to fail it at once, without retrying."""
 
@@ -162,9 +167,11 @@ class FunctionDef:
         return value
 
     def json_args(self, args: Any) -> Any:
-        """Arguments as stored for a scheduled run (validated, then plain JSON-like data)."""
-        validated = self.validate_args(args)
-        return normalize(validated)
+        """Arguments as stored for a scheduled run: validated now, but stored exactly as
+        given (plain JSON-like data). Defaults are not filled in: the run validates again
+        and takes the defaults the function has then, as in Convex."""
+        self.validate_args(args)
+        return normalize({} if args is None else args)
 
 
 def _ctx_param(handler: Callable[..., Any]) -> str | None:

@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 CHUNK = 1000
 
+#: Convex's indexes that every table has, over system fields. They need no SQL index of
+#: their own: ``by_id`` orders by the row key (the primary key), ``by_creation_time`` by
+#: creation time, which on SQLite is row-key order too.
+BUILTIN_INDEXES: dict[str, tuple[str, ...]] = {"by_id": ("_id",), "by_creation_time": ("_creation_time",)}
+
 
 # -- ents ------------------------------------------------------------------------------
 
@@ -157,8 +162,18 @@ class Ent:
 
     # edges ---------------------------------------------------------------------------
 
+    def _open(self) -> Transaction:
+        """The ent's transaction, refused once it has ended (the ent's fields, a snapshot,
+        stay readable; what would reach the database does not)."""
+        tx = self._tx
+        if tx.closed:
+            raise tx.closed_error(f'The ent `{self._rt.encode_rid(self._row[0])}` of table "{self._rt.name}"')
+        return tx
+
     def edge(self, name: str) -> Any:
         """Follow an edge: an Ent (or None) for singular edges, a query for plural ones."""
+        if self._tx.closed:
+            self._open()  # raises
         edge = self._edge_def(name)
         if edge.kind in ("field", "ref"):
             found = _single_edge(self, edge)
@@ -168,6 +183,8 @@ class Ent:
 
     def edge_x(self, name: str) -> Any:
         """Like :meth:`edge`, but a missing singular edge raises EntNotFoundError."""
+        if self._tx.closed:
+            self._open()  # raises
         edge = self._edge_def(name)
         if edge.kind in ("field", "ref"):
             result = _single_edge(self, edge)
@@ -194,25 +211,32 @@ class Ent:
     # writing -------------------------------------------------------------------------
 
     def patch(self, value: dict[str, Any]) -> str:
-        """Update the given fields (None removes an optional field) and edges."""
-        rules = getattr(self._tx, "rules", None)
+        """Update the given fields (None removes an optional field) and edges; returns the
+        id (with ``.get()`` to read the updated ent)."""
+        tx = self._tx
+        if tx.closed:
+            self._open()  # raises
+        rules = getattr(tx, "rules", None)
         if rules is not None:
             return rules.patch(self, value)  # type: ignore[no-any-return]
-        return writer.patch(self._tx, self._rt, self._row[0], value)
+        return writer.patch(tx, self._rt, self._row[0], value)
 
     def replace(self, value: dict[str, Any]) -> str:
-        """Replace all fields; many:many edges given are set exactly, omitted ones kept."""
-        rules = getattr(self._tx, "rules", None)
+        """Replace all fields; many:many edges given are set exactly, omitted ones kept.
+        Returns the id (with ``.get()``)."""
+        tx = self._open()
+        rules = getattr(tx, "rules", None)
         if rules is not None:
             return rules.replace(self, value)  # type: ignore[no-any-return]
-        return writer.replace(self._tx, self._rt, self._row[0], value)
+        return writer.replace(tx, self._rt, self._row[0], value)
 
     def delete(self) -> str:
         """Delete the ent following its table's deletion behavior and cascade rules."""
-        rules = getattr(self._tx, "rules", None)
+        tx = self._open()
+        rules = getattr(tx, "rules", None)
         if rules is not None:
             return rules.delete(self)  # type: ignore[no-any-return]
-        return deletion.delete_ent(self._tx, self._rt, self._row[0])
+        return deletion.delete_ent(tx, self._rt, self._row[0])
 
 
 def _as_doc(value: Any) -> Any:
@@ -380,9 +404,16 @@ class Query:
         self._limit = limit
         self._edge_owner = edge_owner
         self._edge = edge
-        if index is not None and rt.table.resolve_index(index) is None and index != "by_creation_time":
-            known = ", ".join(f'"{n}"' for n in rt.table.index_names()) or "none"
+        if index is not None and rt.table.resolve_index(index) is None and not (isinstance(index, str) and index in BUILTIN_INDEXES):
+            known = ", ".join(f'"{n}"' for n in [*rt.table.index_names(), *BUILTIN_INDEXES])
             raise ValidationError(f'Table "{rt.name}" has no index "{show_name(index)}" (indexes: {known})', table=rt.name)
+
+    def _open(self) -> Transaction:
+        """The query's transaction, refused once it has ended."""
+        tx = self._tx
+        if tx.closed:
+            raise tx.closed_error(f'A query of table "{self._rt.name}"')
+        return tx
 
     def _clone(self, **changes: Any) -> Query:
         q = object.__new__(type(self))
@@ -428,6 +459,8 @@ class Query:
         q = self._tx.dialect.q
         cols: list[str] = []
         nullable: list[bool] = []
+        if self._index == "by_id":
+            return [f"t.{q('_rid')}"], [False]  # ids are ordered as they were handed out
         if self._index is not None and self._index != "by_creation_time":
             resolved = self._rt.table.resolve_index(self._index)
             assert resolved is not None
@@ -459,9 +492,9 @@ class Query:
         if self._range_fn is not None:
             assert self._index is not None
             resolved = rt.table.resolve_index(self._index)
-            # by_creation_time is Convex's built-in index over _creation_time alone
-            fields = resolved[1] if resolved else ("_creation_time",)
-            seek = self._creation_bound if resolved is None and self._tx.dialect.rid_order else None
+            # by_creation_time and by_id are Convex's built-in indexes over a system field
+            fields = resolved[1] if resolved else BUILTIN_INDEXES[self._index]
+            seek = self._creation_bound if resolved is None and self._index == "by_creation_time" and self._tx.dialect.rid_order else None
             c, p = compile_range(
                 rt, self._index, tuple(fields), self._range_fn, alias="t", creation_bound=seek, eq_params=fixed
             )
@@ -562,7 +595,7 @@ class Query:
         return []
 
     def _index_fields(self) -> tuple[str, ...]:
-        if self._index is None or self._index == "by_creation_time":
+        if self._index is None or self._index in BUILTIN_INDEXES:
             return ()
         resolved = self._rt.table.resolve_index(self._index)
         assert resolved is not None
@@ -571,7 +604,7 @@ class Query:
     def _key_of(self, row: tuple[Any, ...]) -> list[Any]:
         rt = self._rt
         fields = self._index_fields()
-        tail = [row[0]] if self._tx.dialect.rid_order else [row[1], row[0]]
+        tail = [row[0]] if self._tx.dialect.rid_order or self._index == "by_id" else [row[1], row[0]]
         if fields:
             return [rt.key_value(f, row[rt.col_index[f]]) for f in fields] + tail
         return tail
@@ -599,7 +632,7 @@ class Query:
 
     def _rows(self, limit: int | None, after: list[Any] | None = None) -> Iterator[list[tuple[Any, ...]]]:
         """Raw rows in chunks, following the keyset from ``after``."""
-        tx = self._tx
+        tx = self._open()
         rules = getattr(tx, "rules", None)
         if rules is not None:  # App(rules=...): only the rows the read rule allows
             yield from rules.rows(self, limit, after)
@@ -639,6 +672,7 @@ class Query:
 
     def __iter__(self) -> Iterator[Ent]:
         if self._cache is not None:
+            self._open()
             yield from self._cache
             return
         for ents in self._chunks():
@@ -646,6 +680,7 @@ class Query:
 
     def collect(self) -> list[Ent]:
         """All results as a list of ents."""
+        self._open()
         if self._cache is None:
             out: list[Ent] = []
             for ents in self._chunks():
@@ -666,6 +701,7 @@ class Query:
         """``[fn(ent) for ent in query]``; edges read inside ``fn`` are batch-loaded."""
         if not callable(fn):
             raise ValidationError(f"map() takes a function of an ent, got {type(fn).__name__}", table=self._rt.name)
+        self._open()
         out: list[Any] = []
         for ents in self._chunks() if self._cache is None else iter([self._cache]):
             for e in ents:
@@ -675,6 +711,12 @@ class Query:
     def docs(self) -> list[dict[str, Any]]:
         """All results as plain dicts."""
         return [e.doc() for e in self]
+
+    def ids(self) -> IdsQuery:
+        """The ids of this query's ents, as a query of ids (``take``, ``first``, ``unique``,
+        ``map``, ``paginate``, iteration, ``len``). On a many:many edge without filters
+        they are read from the edge table alone, as in Convex Ents."""
+        return IdsQuery(self)
 
     def delete(self) -> int:
         """Delete every ent this query yields, as ``ent.delete()`` would, in a few set-based
@@ -719,9 +761,11 @@ class Query:
             raise EntNotFoundError(f'Expected exactly one document in table "{self._rt.name}", found none', table=self._rt.name)
         return ent
 
-    def paginate(self, opts: dict[str, Any]) -> dict[str, Any]:
-        """A page: ``{"page": [ents], "is_done": bool, "continue_cursor": str}``."""
-        rules = getattr(self._tx, "rules", None)
+    def paginate(self, opts: dict[str, Any]) -> Page:
+        """A page: ``{"page": [ents], "is_done": bool, "continue_cursor": str}``, a
+        :class:`Page` whose ``.map(fn)`` maps the ents of the page."""
+        tx = self._open()
+        rules = getattr(tx, "rules", None)
         if rules is not None:  # the page is read as without rules, then filtered
             return rules.paginate(self, opts)  # type: ignore[no-any-return]
         if not isinstance(opts, dict):
@@ -732,7 +776,7 @@ class Query:
         cursor = opts.get("cursor")
         after = self._decode_cursor(cursor) if cursor else None
         if after == "end":
-            return {"page": [], "is_done": True, "continue_cursor": self._encode_cursor("end")}
+            return Page(page=[], is_done=True, continue_cursor=self._encode_cursor("end"))
         want = n if self._limit is None else min(n, self._limit)
         rows: list[tuple[Any, ...]] = []
         for chunk in self._rows(want + 1, after if isinstance(after, list) else None):
@@ -746,7 +790,7 @@ class Query:
         if done:
             cont = self._encode_cursor("end")
         page = make_ents(self._rt, [self._row_of(r) for r in page_rows], self._tx)
-        return {"page": page, "is_done": done, "continue_cursor": cont}
+        return Page(page=page, is_done=done, continue_cursor=cont)
 
     def _encode_cursor(self, key: Any) -> str:
         raw = dumps({"s": self._signature(), "k": key})
@@ -780,6 +824,117 @@ class Query:
             return False
         kinds += ["time", "rid"][-tail:]
         return all(cursor_value_ok(k, v) for k, v in zip(kinds, key, strict=True))
+
+
+class Page(Doc):
+    """A page of results: the dict ``{"page": [...], "is_done": bool, "continue_cursor":
+    str}`` (keys also read as attributes). ``.map(fn)`` returns the same page with ``fn``
+    applied to each item, as Convex Ents' ``paginate(...).map(fn)``."""
+
+    __slots__ = ()
+
+    def map(self, fn: Callable[[Any], Any]) -> Page:
+        """The page with ``fn(item)`` in place of each item; the other keys kept."""
+        if not callable(fn):
+            raise ValidationError(f"map() takes a function of an item of the page, got {type(fn).__name__}")
+        out = Page(self)
+        out["page"] = [fn(item) for item in self["page"]]
+        return out
+
+    def docs(self) -> Page:
+        """The page with each ent as a plain dict."""
+        return self.map(lambda item: item.doc() if isinstance(item, Ent) else item)
+
+
+class IdsQuery:
+    """The ids of a query's ents, lazy like the query: ``message.edge("tags").ids()``.
+
+    Iterate it, ``len()`` it, index it, or use ``take``, ``first``, ``first_x``,
+    ``unique``, ``unique_x``, ``map`` and ``paginate`` as on queries of ents. It compares
+    equal to the list of its ids.
+    """
+
+    __slots__ = ("_q",)
+
+    def __init__(self, source: Query) -> None:
+        self._q = source
+
+    def _read(self, q: Query) -> list[str]:
+        if isinstance(q, EdgeQuery) and not q._filters:
+            return q._edge_ids()
+        return [e._id for e in q]
+
+    def collect(self) -> list[str]:
+        """All the ids, as a list."""
+        return self._read(self._q)
+
+    def take(self, n: int) -> IdsQuery:
+        """At most ``n`` ids (still lazy)."""
+        return IdsQuery(self._q.take(n))
+
+    def first(self) -> str | None:
+        """The first id, or None."""
+        ids = self._read(self._q.take(1))
+        return ids[0] if ids else None
+
+    def first_x(self) -> str:
+        """The first id; EntNotFoundError when there is none."""
+        first = self.first()
+        if first is None:
+            raise EntNotFoundError(
+                f'Expected at least one ID, but got none (of table "{self._q._rt.name}")', table=self._q._rt.name
+            )
+        return first
+
+    def unique(self) -> str | None:
+        """The only id, None if there is none; NotUniqueError if there are several."""
+        ids = self._read(self._q.take(2))
+        if len(ids) > 1:
+            raise NotUniqueError(
+                f'Expected at most one ID of table "{self._q._rt.name}", got more (`{ids[0]}`, `{ids[1]}`, ...)',
+                table=self._q._rt.name,
+            )
+        return ids[0] if ids else None
+
+    def unique_x(self) -> str:
+        """The only id; EntNotFoundError when there is none, NotUniqueError when several."""
+        only = self.unique()
+        if only is None:
+            raise EntNotFoundError(
+                f'Expected one unique ID, but got none (of table "{self._q._rt.name}")', table=self._q._rt.name
+            )
+        return only
+
+    def map(self, fn: Callable[[str], Any]) -> list[Any]:
+        """``[fn(id) for id in ids]``."""
+        if not callable(fn):
+            raise ValidationError(f"map() takes a function of an id, got {type(fn).__name__}", table=self._q._rt.name)
+        return [fn(i) for i in self.collect()]
+
+    def paginate(self, opts: dict[str, Any]) -> Page:
+        """A page of ids: ``{"page": [ids], "is_done", "continue_cursor"}``."""
+        return self._q.paginate(opts).map(lambda e: e._id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.collect())
+
+    def __len__(self) -> int:
+        return len(self.collect())
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.collect()[i]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, IdsQuery):
+            return self.collect() == other.collect()
+        if isinstance(other, (list, tuple)):
+            return self.collect() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"IdsQuery({self._q._rt.name!r})"
 
 
 def keyset(
@@ -874,6 +1029,7 @@ class EdgeQuery(Query):
 
     def has(self, id: str) -> bool:
         """Whether the edge connects the owner to the ent with ``id``."""
+        self._open()
         edge = self._edge
         assert edge is not None and edge.edge_table is not None and edge.ref is not None
         owner = self._edge_owner
@@ -887,15 +1043,14 @@ class EdgeQuery(Query):
         )
         return row is not None
 
-    def ids(self) -> list[str]:
+    def _edge_ids(self) -> list[str]:
         """Ids of the ents at the other end, read from the edge table alone (in this
-        query's order and limit; a query with filters reads the ents to apply them)."""
-        if self._filters:
-            return [e._id for e in self]
+        query's order and limit)."""
         edge = self._edge
         owner = self._edge_owner
         assert edge is not None and edge.edge_table is not None and edge.ref is not None and owner is not None
-        d = self._tx.dialect
+        tx = self._open()
+        d = tx.dialect
         q = d.q
         sql = (
             f"SELECT {q(edge.ref)} FROM {q(edge.edge_table)} WHERE {q(edge.field)} = {d.param} "
@@ -904,7 +1059,7 @@ class EdgeQuery(Query):
         if self._limit is not None:
             sql += f" LIMIT {int(self._limit)}"
         encode = self._rt.encode_rid
-        return [encode(r[0]) for r in self._tx.fetchall(sql, (owner._row[0],))]
+        return [encode(r[0]) for r in tx.fetchall(sql, (owner._row[0],))]
 
 
 class TableQuery(Query):
@@ -945,6 +1100,8 @@ class TableQuery(Query):
     def _get_id(self, id: Any) -> Ent | None:
         tx = self._tx
         rt = self._rt
+        if tx.closed:
+            self._open()
         rid = tx.app.codec.decode_for(rt.name, id)
         row = tx.conn.execute(rt.sql_get, (rid,)).fetchone()  # the hottest read: straight to the driver
         return ent_class(rt)(rt, row, tx) if row is not None else None
@@ -954,8 +1111,10 @@ class TableQuery(Query):
         if not isinstance(name, str):
             raise ValidationError(f'get() on table "{rt.name}": index name must be a string, got {show(name)}', table=rt.name)
         resolved = rt.table.resolve_index(name)
+        if resolved is None and name in BUILTIN_INDEXES:
+            resolved = name, BUILTIN_INDEXES[name]
         if resolved is None:
-            known = ", ".join(f'"{n}"' for n in rt.table.index_names()) or "none"
+            known = ", ".join(f'"{n}"' for n in [*rt.table.index_names(), *BUILTIN_INDEXES])
             raise ValidationError(
                 f'Table "{rt.name}" has no index or unique field "{name}" (indexes: {known})', table=rt.name
             )
@@ -983,7 +1142,7 @@ class TableQuery(Query):
         if rules is not None:
             return rules.get_many(self, args)  # type: ignore[no-any-return]
         rt = self._rt
-        tx = self._tx
+        tx = self._open()
         if len(args) == 1:
             if isinstance(args[0], (str, bytes)) or not hasattr(args[0], "__iter__"):
                 raise ValidationError(f"get_many() takes a list of ids, got {type(args[0]).__name__}", table=rt.name)
@@ -997,6 +1156,8 @@ class TableQuery(Query):
             raise ValidationError("get_many() takes a list of ids, or an index name and a list of values", table=rt.name)
         name, values = args[0], list(args[1])
         resolved = rt.table.resolve_index(name) if isinstance(name, str) else None
+        if resolved is None and name == "by_id":
+            return self.get_many(values)
         if resolved is None or len(resolved[1]) != 1:
             raise ValidationError(
                 f'get_many() on table "{rt.name}" needs a single-field index or unique field, got {show(name)}',
@@ -1047,17 +1208,21 @@ class TableQuery(Query):
 
     def insert(self, value: dict[str, Any]) -> str:
         """Insert an ent; returns its id. Many:many edges may be given as lists of ids."""
-        rules = getattr(self._tx, "rules", None)
+        tx = self._tx
+        if tx.closed:
+            self._open()  # raises
+        rules = getattr(tx, "rules", None)
         if rules is not None:
             return rules.insert(self, value)  # type: ignore[no-any-return]
-        return writer.insert(self._tx, self._rt, value)
+        return writer.insert(tx, self._rt, value)
 
     def insert_many(self, values: Sequence[dict[str, Any]]) -> list[str]:
         """Insert several ents in one go; all or none."""
-        rules = getattr(self._tx, "rules", None)
+        tx = self._open()
+        rules = getattr(tx, "rules", None)
         if rules is not None:
             return rules.insert_many(self, values)  # type: ignore[no-any-return]
-        return writer.insert_many(self._tx, self._rt, values)
+        return writer.insert_many(tx, self._rt, values)
 
 
 class SystemTableQuery(TableQuery):
@@ -1068,6 +1233,30 @@ class SystemTableQuery(TableQuery):
 
     def insert_many(self, values: Sequence[dict[str, Any]]) -> list[str]:
         raise ReadOnlyError(_system_write(self._rt.name), table=self._rt.name)
+
+
+class EdgeTableQuery(TableQuery):
+    """The rows of a many:many edge table (``ctx.db.query("messages_to_tags")``): read-only,
+    since an edge is written through the ents at its ends."""
+
+    def insert(self, value: dict[str, Any]) -> str:
+        raise ReadOnlyError(edge_table_write(self._tx, self._rt.name), table=self._rt.name)
+
+    def insert_many(self, values: Sequence[dict[str, Any]]) -> list[str]:
+        raise ReadOnlyError(edge_table_write(self._tx, self._rt.name), table=self._rt.name)
+
+
+def edge_table_write(tx: Transaction, table: str) -> str:
+    """Why the rows of the edge table ``table`` cannot be written directly, and how to."""
+    for t in tx.app.schema.tables.values():
+        for edge in t.edges.values():
+            if edge.edge_table == table:
+                return (
+                    f'Table "{table}" holds the many:many edge "{edge.name}" of table "{t.name}" and is read-only; '
+                    f'write the edge through the ents: ctx.table("{t.name}").get_x(id).patch('
+                    f'{{"{edge.name}": {{"add": [...], "remove": [...]}}}})'
+                )
+    return f'Table "{table}" holds a many:many edge and is read-only; write the edge through the ents'  # pragma: no cover
 
 
 def _system_write(table: str) -> str:
@@ -1098,6 +1287,13 @@ class TableFactory:
                 raise ValidationError("An index range needs an index name: ctx.table(table, index, lambda q: ...)", table=table)
             return cls._whole(self._tx, rt)  # type: ignore[return-value]
         return cls(self._tx, rt, index=index, range_fn=range_fn)
+
+    def for_db(self, table: str) -> TableQuery:
+        """The query ``ctx.db.query(table)`` stands on: also over many:many edge tables."""
+        rt = self._tx.rt(table)
+        if rt.table.is_edge_table:
+            return EdgeTableQuery._whole(self._tx, rt)  # type: ignore[return-value]
+        return self(table)
 
     def system(self, table: str, index: str | None = None, range_fn: Callable[[Any], Any] | None = None) -> TableQuery:
         if not isinstance(table, str) or not table.startswith("_"):

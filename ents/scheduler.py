@@ -205,6 +205,7 @@ class Scheduler:
     def run_after(self, delay: Any, fn: Any, args: dict[str, Any] | None = None) -> str:
         """Run ``fn(args)`` ``delay`` ms (or a timedelta) from now; returns the job id."""
         tx = self._tx
+        tx.check_open("ctx.scheduler")
         ms = to_ms_delay(delay)
         fdef = resolve_schedulable(tx, fn)
         _check_window(tx.now + ms, tx.now, f"run_after() of `{fdef.name}`")
@@ -214,6 +215,7 @@ class Scheduler:
     def run_at(self, timestamp: Any, fn: Any, args: dict[str, Any] | None = None) -> str:
         """Run ``fn(args)`` at ``timestamp`` (ms or aware datetime); a past time runs at once."""
         tx = self._tx
+        tx.check_open("ctx.scheduler")
         ts = to_ms_time(timestamp)
         fdef = resolve_schedulable(tx, fn)
         _check_window(ts, tx.now, f"run_at() of `{fdef.name}`")
@@ -223,4 +225,5 @@ class Scheduler:
     def cancel(self, id: str) -> None:
         """Cancel a job: a pending one never runs; a running action finishes, but what it
         schedules from now on is canceled; a finished job raises SchedulerError."""
+        self._tx.check_open("ctx.scheduler")
         cancel(self._tx, id)

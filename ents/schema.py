@@ -336,6 +336,8 @@ class EntDefinition:
     def index(self, name: str, fields: list[str] | tuple[str, ...]) -> EntDefinition:
         """Declare an index over ``fields`` (in order); results are then ordered by them."""
         _check_name("index", name)
+        if name in ("by_id", "by_creation_time"):
+            raise SchemaError(f'Index name "{name}" is reserved: every table has it, over the system field it names')
         if not isinstance(fields, (list, tuple)) or not fields or not all(isinstance(f, str) for f in fields):
             raise SchemaError(f'Index "{name}" needs a non-empty list of field names, got {show(fields)}')
         self._indexes.append((name, tuple(fields)))

@@ -243,25 +243,29 @@ class Storage:
     def __init__(self, tx: Transaction) -> None:
         self._tx = tx
 
+    def _open(self) -> Transaction:
+        self._tx.check_open("ctx.storage")
+        return self._tx
+
     def store(self, data: bytes, content_type: str | None = None) -> str:
         """Store bytes; returns the id of the new ``_storage`` document."""
-        return store(self._tx, data, content_type)
+        return store(self._open(), data, content_type)
 
     def get(self, id: str) -> bytes | None:
         """The stored bytes, or None if there is no such file."""
-        return get(self._tx, id)
+        return get(self._open(), id)
 
     def get_url(self, id: str) -> str | None:
         """A URL for the file (``file://`` unless the App was given ``storage_url``)."""
-        return get_url(self._tx, id)
+        return get_url(self._open(), id)
 
     def get_metadata(self, id: str) -> dict[str, Any] | None:
         """``{"_id", "_creation_time", "sha256", "size", "content_type"}`` or None."""
-        return get_metadata(self._tx, id)
+        return get_metadata(self._open(), id)
 
     def delete(self, id: str) -> None:
         """Delete the file. Ents referencing it are not deleted (as in Convex Ents)."""
-        delete(self._tx, id)
+        delete(self._open(), id)
 
 
 # -- strays ------------------------------------------------------------------------------

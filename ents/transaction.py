@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .errors import EntsError, ReadOnlyError
+from .errors import ContextError, EntsError, ReadOnlyError
 from .values import show_name
 
 if TYPE_CHECKING:
@@ -32,6 +32,8 @@ class Transaction:
     earliest_new_job: float | None = None
     origin_canceled: Callable[[], bool] | None = None
     _ct_floor: dict[str, float] | None = None
+    #: set once the transaction has committed or rolled back (see :meth:`close`)
+    closed = False
 
     def __init__(
         self,
@@ -142,6 +144,8 @@ class Transaction:
 
     def require_write(self, what: str) -> None:
         if not self.write:
+            if self.closed:
+                raise self.closed_error(f"An object of a transaction (asked to {what})")
             raise ReadOnlyError(
                 f"Cannot {what} in a query: queries only read. Use a mutation to write.",
                 function=self.function,
@@ -185,7 +189,38 @@ class Transaction:
         if self.earliest_new_job is None or due < self.earliest_new_job:
             self.earliest_new_job = due
 
+    # -- the closed guard --------------------------------------------------------------
+    #
+    # Ents, queries, ids, ctx.table / ctx.db / ctx.scheduler / ctx.storage and the ctx
+    # itself hold their transaction. One that escapes it (returned from app.run, kept in a
+    # closure or a global) must not reach the database afterwards: its connection is back
+    # in the pool, and on PostgreSQL may serve someone else's transaction by then. When
+    # the transaction ends, close() swaps the connection for one that refuses every
+    # statement, so no path can get through; the public entry points ask ``closed`` first
+    # (one attribute read) so that the error names what was used.
+
+    def close(self) -> None:
+        """Mark the transaction ended: every later read or write through it is refused."""
+        self.closed = True
+        self.write = False
+        self.conn = _CLOSED  # type: ignore[assignment]
+
+    def closed_error(self, what: str) -> ContextError:
+        """The error for ``what`` (e.g. 'A query of table "users"') used after the end."""
+        return ContextError(
+            f"{what} was used after its transaction ended; read it again inside a function",
+            function=self.function,
+        )
+
+    def check_open(self, what: str) -> None:
+        if self.closed:
+            raise self.closed_error(what)
+
     def committed(self) -> None:
+        # close(), inlined: this runs once per transaction
+        self.closed = True
+        self.write = False
+        self.conn = _CLOSED  # type: ignore[assignment]
         if self.after_commit:
             for fn in self.after_commit:
                 _quietly(fn)
@@ -193,10 +228,26 @@ class Transaction:
         self.after_rollback.clear()
 
     def rolled_back(self) -> None:
+        self.close()
         for fn in reversed(self.after_rollback):
             _quietly(fn)
         self.after_rollback.clear()
         self.after_commit.clear()
+
+
+class _ClosedConnection:
+    """Stands in for the connection of every ended transaction: refuses every use."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        raise ContextError(
+            "An object of a transaction was used after its transaction ended; read it again inside a function"
+        )
+
+
+# One for all: closing a transaction (done on every commit) allocates nothing.
+_CLOSED = _ClosedConnection()
 
 
 def _quietly(fn: Callable[[], None]) -> None:

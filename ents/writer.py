@@ -27,28 +27,38 @@ class ConflictRace(Exception):
     """A unique conflict with a row this transaction cannot see yet; retry the transaction."""
 
 
+_new_str = str.__new__
+
+
 class InsertedId(str):
-    """The id returned by ``insert``; ``.get()`` / ``.get_x()`` read the new ent."""
+    """The id returned by ``insert``, ``patch`` and ``replace``: a ``str`` whose ``.get()`` /
+    ``.get_x()`` read the ent as it is now, in the same transaction (refused after it)."""
 
     __slots__ = ("_tx", "_table")
     _tx: Transaction
     _table: str
 
     def __new__(cls, value: str, tx: Transaction, table: str) -> InsertedId:
-        obj = super().__new__(cls, value)
+        obj = _new_str(cls, value)  # not super(): every write makes one, this halves the cost
         obj._tx = tx
         obj._table = table
         return obj
 
+    def _open(self) -> Transaction:
+        tx = self._tx
+        if tx.closed:
+            raise tx.closed_error(f'The .get() of id `{self}` of table "{self._table}"')
+        return tx
+
     def get(self) -> Any:
         from .query import TableFactory
 
-        return TableFactory(self._tx)(self._table).get(str(self))
+        return TableFactory(self._open())(self._table).get(str(self))
 
     def get_x(self) -> Any:
         from .query import TableFactory
 
-        return TableFactory(self._tx)(self._table).get_x(str(self))
+        return TableFactory(self._open())(self._table).get_x(str(self))
 
     def __reduce__(self) -> Any:
         return (str, (str(self),))
@@ -58,10 +68,12 @@ def _check_writable(tx: Transaction, rt: TableRuntime, verb: str) -> None:
     """Refuse writes in queries and into system tables (``verb``: "insert into", ...)."""
     if not tx.write:
         tx.require_write(f'{verb} "{rt.name}"')
-    if rt.table.is_system:
-        from .query import _system_write
+    table = rt.table
+    if table.is_system or table.is_edge_table:
+        from .query import _system_write, edge_table_write
 
-        raise ReadOnlyError(_system_write(rt.name), table=rt.name)
+        message = edge_table_write(tx, rt.name) if table.is_edge_table else _system_write(rt.name)
+        raise ReadOnlyError(message, table=rt.name)
 
 
 def _split(rt: TableRuntime, value: Any, *, allow_system: bool = False) -> tuple[dict[str, Any], dict[str, tuple[Edge, Any]]]:
@@ -455,7 +467,7 @@ def patch(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) ->
             _raise_duplicate(tx, rt, value, plan.cols, vals, rid)
         _update_row(tx, rt, rid, value, plan.cols, vals)
         tx.touched()
-        return rt.encode_rid(rid)
+        return InsertedId(rt.encode_rid(rid), tx, rt.name)
     fields, edges = _split(rt, value)
     specs = rt.table.fields
     shaped: frozenset[str] = frozenset()
@@ -491,7 +503,7 @@ def patch(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) ->
     if plans:
         _apply_edges(tx, rt, rid, plans)
     tx.touched()
-    return rt.encode_rid(rid)
+    return InsertedId(rt.encode_rid(rid), tx, rt.name)
 
 
 def _merge_shaped(tx: Transaction, rt: TableRuntime, rid: int, fields: dict[str, Any]) -> dict[str, Any]:
@@ -545,7 +557,7 @@ def replace(tx: Transaction, rt: TableRuntime, rid: int, value: dict[str, Any]) 
     if plans:
         _apply_edges(tx, rt, rid, plans)
     tx.touched()
-    return rt.encode_rid(rid)
+    return InsertedId(rt.encode_rid(rid), tx, rt.name)
 
 
 # -- edges -----------------------------------------------------------------------------

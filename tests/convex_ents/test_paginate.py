@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from ents import App
 
 
-@pytest.mark.xfail(strict=True, reason="pending: paginate map")
 def test_paginate_with_map(app: App) -> None:
     # "paginate with map" (paginate.test.ts)
     def body(ctx: Any) -> None:

@@ -627,7 +627,6 @@ def test_order_many_many_edge(app: App) -> None:
     app.run(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: ids() query")
 def test_many_many_edge_ids_only(app: App) -> None:
     # "many:many edge ids only" (read.test.ts)
     def body(ctx: Any) -> None:
@@ -750,7 +749,6 @@ def test_scheduled_functions_get(app: App) -> None:
     app.run(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: by_id index")
 def test_get_via_index_on_system_tables(app: App) -> None:
     # "get via index on system tables" (read.test.ts)
     def body(ctx: Any) -> None:
@@ -765,7 +763,6 @@ def test_get_via_index_on_system_tables(app: App) -> None:
     app.run(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: by_id index")
 def test_get_many_via_index_on_system_tables(app: App) -> None:
     # "getMany via index on system tables" (read.test.ts)
     def body(ctx: Any) -> None:

@@ -387,7 +387,6 @@ def test_rollback_cancels_scheduled_function(t: App, clock: FakeClock) -> None:
     assert jobs(t) == []
 
 
-@pytest.mark.xfail(strict=True, reason="pending: run_mutation in mutation")
 def test_scheduling_from_a_nested_mutation_still_runs_as_top_level(t: App, clock: FakeClock) -> None:
     # "scheduling from a nested mutation still runs as top-level" (scheduler.test.ts): a job
     # scheduled inside a `ctx.run_mutation` of a mutation runs once the outer one committed.

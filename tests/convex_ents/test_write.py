@@ -67,7 +67,6 @@ def test_insert_1_many_from_ref_side(app: App) -> None:
     app.run(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: edge-table reads")
 def test_insert_and_delete_many_many(app: App) -> None:
     # "insert and delete many:many" (write.test.ts)
     def body(ctx: Any) -> None:
@@ -88,7 +87,6 @@ def test_insert_and_delete_many_many(app: App) -> None:
     app.run(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: edge-table reads")
 def test_insert_and_delete_many_many_duplicates(app: App) -> None:
     # "insert and delete many:many duplicates" (write.test.ts)
     def body(ctx: Any) -> None:
@@ -114,7 +112,6 @@ def test_patch_to_remove_field(app: App) -> None:
     app.run(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: edge-table reads")
 def test_patch_to_remove_many_many(app: App) -> None:
     # "patch to remove many:many" (write.test.ts)
     def body(ctx: Any) -> None:
@@ -136,7 +133,6 @@ def test_patch_to_remove_many_many(app: App) -> None:
     app.run(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: edge-table reads")
 def test_patch_to_remove_many_many_symmetric(app: App) -> None:
     # "patch to remove many:many symmetric" (write.test.ts)
     def body(ctx: Any) -> None:
@@ -157,7 +153,6 @@ def test_patch_to_remove_many_many_symmetric(app: App) -> None:
     app.run(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: edge-table reads")
 def test_replace_to_remove_many_many(app: App) -> None:
     # "replace to remove many:many" (write.test.ts)
     def body(ctx: Any) -> None:
@@ -173,7 +168,6 @@ def test_replace_to_remove_many_many(app: App) -> None:
     app.run(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: edge-table reads")
 def test_replace_only_patches_edges(app: App) -> None:
     # "replace only patches edges" (write.test.ts)
     def body(ctx: Any) -> None:
@@ -189,7 +183,6 @@ def test_replace_only_patches_edges(app: App) -> None:
     app.run(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: edge-table reads")
 def test_patch_doesnt_readd_many_many_edge(app: App) -> None:
     # "patch doesn't readd many:many edge" (write.test.ts)
     def body(ctx: Any) -> None:
@@ -215,7 +208,6 @@ def test_patch_can_readd_the_same_1_1_edge(app: App) -> None:
     app.run(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: patch/replace return id")
 def test_symmetric_many_many(app: App) -> None:
     # "symmetric many:many" (write.test.ts)
     def body(ctx: Any) -> None:
@@ -299,7 +291,6 @@ def test_replace_1_many_from_ref_side(app: App) -> None:
     app.run(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: patch/replace return id")
 def test_simple_patch(app: App) -> None:
     # "simple patch" (write.test.ts)
     def body(ctx: Any) -> None:
@@ -341,7 +332,6 @@ def test_many_many_edges_configuration(app: App) -> None:
     app.run(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: patch/replace return id")
 def test_write_after_write(app: App) -> None:
     # "write after write" (write.test.ts)
     def body(ctx: Any) -> None:
@@ -439,7 +429,6 @@ def test_1_many_edge_write_loaded(app: App) -> None:
     app.run(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: paginate map")
 def test_edge_write_in_pagination(app: App) -> None:
     # "edge write in pagination" (write.test.ts)
     def body(ctx: Any) -> None:
@@ -473,7 +462,6 @@ def test_1_many_optional_edge_provided(app: App) -> None:
     app.run(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: patch/replace return id")
 def test_write_from_indexed_get(app: App) -> None:
     # "write from indexed get" (write.test.ts)
     def body(ctx: Any) -> None:
@@ -486,7 +474,6 @@ def test_write_from_indexed_get(app: App) -> None:
     app.run(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: patch/replace return id")
 def test_write_after_many_many_edge_traversal(app: App) -> None:
     # "write after many:many edge traversal" (write.test.ts)
     def body(ctx: Any) -> None:

@@ -10,6 +10,7 @@ from .crons import CronJobs, cron_jobs
 from .errors import (
     ConfigurationError,
     ContextError,
+    ConvexError,
     DatabaseError,
     EntNotFoundError,
     EntsError,
@@ -64,6 +65,7 @@ __all__ = [
     "Rules",
     "WriteChange",
     "ContextError",
+    "ConvexError",
     "FunctionNotFoundError",
     "SchedulerError",
     "StorageError",

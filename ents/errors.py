@@ -20,13 +20,18 @@ Every error ents raises on purpose derives from :class:`EntsError`::
 
 Attributes ``table``, ``id``, ``field`` and ``function`` are set when they apply, so
 callers can react without parsing messages.
+
+:class:`ConvexError` stands apart: it is what *application code* raises to hand structured
+data to its caller (as Convex's ``ConvexError``), not an error of ents itself.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 __all__ = [
+    "ConvexError",
     "EntsError",
     "SchemaError",
     "ConfigurationError",
@@ -132,3 +137,28 @@ class StorageError(EntsError):
 
 class DatabaseError(EntsError):
     """The database failed and retrying did not help (or cannot help)."""
+
+
+class ConvexError(Exception):
+    """Raised by a function to give its caller structured data, as Convex's ``ConvexError``.
+
+    ``raise ConvexError({"code": "NOT_FOUND", "id": order_id})``: ``data`` is any JSON-like
+    value; the message is the data itself when it is a string, else its JSON text. Callers
+    (``app.run_*``, clients, the HTTP API as ``errorData``, a failed job's state) get ``data``
+    unchanged.
+    """
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+        if isinstance(data, str):
+            message = data
+        else:
+            try:
+                message = json.dumps(data, ensure_ascii=False, default=repr)
+            except (TypeError, ValueError):
+                message = repr(data)
+        super().__init__(message)
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.data,))

@@ -284,3 +284,24 @@ def test_queries_have_no_scheduler_or_crons(make_app):
         app.run_query(sneaky)
     with pytest.raises(ContextError, match="ctx.crons is not available in queries"):
         app.run_query(sneaky_crons)
+
+
+def test_convex_error_carries_its_data_to_the_caller_and_rolls_back(make_app):
+    from ents import ConvexError
+
+    schema = define_ent_schema({"notes": define_ent({"text": str})})
+    app = make_app(schema)
+
+    @app.mutation
+    def refuse(ctx, text: str) -> None:
+        ctx.table("notes").insert({"text": text})
+        raise ConvexError({"code": "NOT_ALLOWED", "text": text})
+
+    with pytest.raises(ConvexError) as err:
+        app.run_mutation(refuse, {"text": "hi"})
+    assert err.value.data == {"code": "NOT_ALLOWED", "text": "hi"}
+    assert "NOT_ALLOWED" in str(err.value)
+    assert app.run(lambda ctx: len(ctx.table("notes"))) == 0
+    with pytest.raises(ConvexError) as err:
+        app.client().mutation(refuse, {"text": "again"})
+    assert err.value.data["text"] == "again"

@@ -308,9 +308,10 @@ def _order(order_by: Any, table: str) -> list[tuple[str, bool]]:
     out: list[tuple[str, bool]] = []
     for item in items:
         pairs = list(item.items()) if isinstance(item, Mapping) else [item] if isinstance(item, tuple) else [(item, "asc")]
-        for name, direction in pairs:
+        for pair in pairs:
+            name, direction = pair if len(pair) == 2 else (None, None)
             if not isinstance(name, str) or direction not in ("asc", "desc"):
-                raise ValidationError(f'order_by on table "{table}": expected a field and "asc" or "desc", got {show((name, direction))}', table=table)
+                raise ValidationError(f'order_by on table "{table}": expected a field and "asc" or "desc", got {show(pair)}', table=table)
             out.append((name, direction == "desc"))
     return out
 

@@ -37,15 +37,7 @@ def load_app(spec: str) -> App:
     if ":" not in spec:
         raise CommandError(f"expected MODULE:APP (e.g. myapp.main:app), got {spec!r}")
     module_name, attr = spec.split(":", 1)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except EntsError as exc:  # e.g. an App(...) at import time on a bad database URL
-        raise CommandError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from exc
-    except Exception as exc:  # a module that raises while it is imported, not only ImportError
-        raise CommandError(f"cannot import {module_name!r}: {_one_line(exc)}") from exc
-    obj: Any = module
+    obj: Any = _import(module_name)
     for part in attr.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
@@ -60,6 +52,18 @@ def load_app(spec: str) -> App:
     if not isinstance(obj, App):
         raise CommandError(f"{spec} is not an ents App (got {type(obj).__name__})")
     return obj
+
+
+def _import(module_name: str) -> Any:
+    """Import a module of the current directory; any failure is a one-line CommandError."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(module_name)
+    except EntsError as exc:  # e.g. an App(...) at import time on a bad database URL
+        raise CommandError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # a module that raises while it is imported, not only ImportError
+        raise CommandError(f"cannot import {module_name!r}: {_one_line(exc)}") from exc
 
 
 def _one_line(exc: BaseException) -> str:
@@ -189,13 +193,7 @@ def _load_function(spec: str) -> Any:
     if ":" not in spec:
         raise CommandError(f"expected MODULE:FUNCTION, got {spec!r}")
     module_name, attr = spec.split(":", 1)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise CommandError(f"cannot import {module_name!r}: {_one_line(exc)}") from exc
-    fn = getattr(module, attr, None)
+    fn = getattr(_import(module_name), attr, None)
     if not callable(fn):
         raise CommandError(f"{spec} is not a function")
     return fn

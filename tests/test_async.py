@@ -269,14 +269,14 @@ def test_an_async_actions_ctx_is_closed_once_it_returns(make_app: Callable[..., 
         run(kept[0].run_query(app.functions.by_name[f"{__name__}:build.<locals>.texts"]))
 
 
-def test_database_threads_are_bounded_by_the_connection_pool(db_url: str, backend: str) -> None:
+def test_database_threads_are_bounded_by_the_connection_pool(db_url: str, backend: str, tmp_path: Any) -> None:
     """On PostgreSQL as many threads run async queries as the pool has connections (so that
     none waits for a connection another holds); on SQLite a few."""
     if backend == "memory":
         pytest.skip("in-memory SQLite runs one transaction at a time, whatever the threads")
     url = db_url + ("&pool_size=3" if backend == "postgres" else "")
     limit = 3 if backend == "postgres" else SQLITE_DB_THREADS
-    app = App(schema, url)
+    app = App(schema, url, storage_dir=str(tmp_path / "files"))
     lock = threading.Lock()
     state = {"running": 0, "most": 0}
     go = threading.Event()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ents import App, FunctionNotFoundError, define_ent, define_ent_schema
+from ents import App, ConfigurationError, FunctionNotFoundError, define_ent, define_ent_schema
 from ents.testing import FakeClock, test_app
 from tests.apps import todoapp
 from tests.apps.todoapp import add_todo, count_open, create_user, my_todos, remind
@@ -99,7 +99,5 @@ def test_functions_of_another_app_are_still_refused(t: App) -> None:
 
 
 def test_test_app_takes_an_app() -> None:
-    from ents import ConfigurationError
-
     with pytest.raises(ConfigurationError, match="takes an ents App"):
         test_app("todoapp")  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .aio import call_async
 from .backends import open_backend, redact_url
 from .clock import Clock, SystemClock
 from .context import ActionCtx, AsyncActionCtx, MutationCtx, QueryCtx
@@ -331,6 +332,22 @@ class App:
     def __repr__(self) -> str:
         return f"App('{redact_url(self.url)}')"
 
+    # -- async calls (ents.aio) -------------------------------------------------------
+
+    async def run_query_async(self, fn: Any, args: dict[str, Any] | None = None, *, identity: Any = None) -> Any:
+        """``run_query`` for async code: the event loop keeps running meanwhile (see ents.aio)."""
+        return await call_async(self, fn, args, "query", identity=identity)
+
+    async def run_mutation_async(self, fn: Any, args: dict[str, Any] | None = None, *, identity: Any = None) -> Any:
+        """``run_mutation`` for async code; once started, the mutation runs to its end (and
+        commits) even if the awaiting task is cancelled."""
+        return await call_async(self, fn, args, "mutation", identity=identity)
+
+    async def run_action_async(self, fn: Any, args: dict[str, Any] | None = None, *, identity: Any = None) -> Any:
+        """``run_action`` for async code: an ``async def`` action runs on the caller's loop, a
+        plain one in a thread."""
+        return await call_async(self, fn, args, "action", identity=identity)
+
 
 class Client:
     """An untrusted caller of an App (``app.client(identity=...)``).
@@ -368,6 +385,18 @@ class Client:
 
     def action(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
         return self._app._call(self._resolve_public(fn), args, "action", identity=self._identity, client=True)
+
+    async def query_async(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
+        """``query`` for async code (see ``App.run_query_async``)."""
+        return await call_async(self._app, fn, args, "query", client=self)
+
+    async def mutation_async(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
+        """``mutation`` for async code (see ``App.run_mutation_async``)."""
+        return await call_async(self._app, fn, args, "mutation", client=self)
+
+    async def action_async(self, fn: Any, args: dict[str, Any] | None = None) -> Any:
+        """``action`` for async code (see ``App.run_action_async``)."""
+        return await call_async(self._app, fn, args, "action", client=self)
 
 
 def _run_coroutine(coro: Any) -> Any:

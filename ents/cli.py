@@ -5,6 +5,7 @@
     ents cancel myapp.main:app <job id>
     ents crons myapp.main:app
     ents run myapp.main:app myapp.main:send_digest --args '{"day": "mon"}'
+    ents serve myapp.main:app --port 8000 --worker
 
 ``MODULE:APP`` names an App object (or a function returning one) importable from the
 current directory.
@@ -36,15 +37,7 @@ def load_app(spec: str) -> App:
     if ":" not in spec:
         raise CommandError(f"expected MODULE:APP (e.g. myapp.main:app), got {spec!r}")
     module_name, attr = spec.split(":", 1)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except EntsError as exc:  # e.g. an App(...) at import time on a bad database URL
-        raise CommandError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from exc
-    except Exception as exc:  # a module that raises while it is imported, not only ImportError
-        raise CommandError(f"cannot import {module_name!r}: {_one_line(exc)}") from exc
-    obj: Any = module
+    obj: Any = _import(module_name)
     for part in attr.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
@@ -59,6 +52,18 @@ def load_app(spec: str) -> App:
     if not isinstance(obj, App):
         raise CommandError(f"{spec} is not an ents App (got {type(obj).__name__})")
     return obj
+
+
+def _import(module_name: str) -> Any:
+    """Import a module of the current directory; any failure is a one-line CommandError."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(module_name)
+    except EntsError as exc:  # e.g. an App(...) at import time on a bad database URL
+        raise CommandError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # a module that raises while it is imported, not only ImportError
+        raise CommandError(f"cannot import {module_name!r}: {_one_line(exc)}") from exc
 
 
 def _one_line(exc: BaseException) -> str:
@@ -184,6 +189,49 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_function(spec: str) -> Any:
+    if ":" not in spec:
+        raise CommandError(f"expected MODULE:FUNCTION, got {spec!r}")
+    module_name, attr = spec.split(":", 1)
+    fn = getattr(_import(module_name), attr, None)
+    if not callable(fn):
+        raise CommandError(f"{spec} is not a function")
+    return fn
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from .http import asgi_app
+        from .http.api import with_worker
+    except ImportError:
+        raise CommandError("ents serve needs uvicorn: pip install 'ents[server]'") from None
+    authenticate = _load_function(args.authenticate) if args.authenticate else None
+    app = load_app(args.app)
+    try:
+        # The dashboard's token comes from the environment: a command line is visible to
+        # every user of the machine.
+        api: Any = asgi_app(
+            app,
+            authenticate=authenticate,
+            dashboard=args.dashboard,
+            admin_token=os.environ.get("ENTS_ADMIN_TOKEN") or None,
+            max_body_bytes=args.max_body_bytes,
+            log_lines=args.log_lines,
+        )
+        if args.worker:
+            api = with_worker(api, app, concurrency=args.concurrency)
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+        uvicorn.run(api, host=args.host, port=args.port, log_level=level if level in _UVICORN_LEVELS else "info")
+    finally:
+        app.close()
+    return 0
+
+
+_UVICORN_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ents", description="ents: run workers and inspect scheduled functions")
     parser.add_argument("--log-level", default=os.environ.get("ENTS_LOG_LEVEL", "INFO"))
@@ -220,6 +268,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("function", help="the function's name, e.g. myapp.main:send_digest")
     p.add_argument("--args", help="JSON object of arguments")
     p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve Convex's HTTP API (/api/query, /api/mutation, /api/action, /api/run/...) with uvicorn",
+    )
+    p.add_argument("app", help="MODULE:APP")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--worker", action="store_true", help="also run a worker in this process")
+    p.add_argument("--concurrency", type=int, default=8, help="the worker's actions running at once (default 8)")
+    p.add_argument("--dashboard", action="store_true", help="also serve the dashboard (token in $ENTS_ADMIN_TOKEN)")
+    p.add_argument("--authenticate", metavar="MODULE:FUNCTION", help="function of a bearer token returning the identity")
+    p.add_argument(
+        "--max-body-bytes", type=int, default=16 * 1024 * 1024, help="largest request body accepted (default 16 MiB)"
+    )
+    p.add_argument("--log-lines", action="store_true", help="send functions' log lines to callers (for development)")
+    p.set_defaults(fn=cmd_serve)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -7,6 +7,7 @@ end to end in a subprocess with its real worker.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import pkgutil
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import schema_examples
@@ -35,8 +37,10 @@ from schema_examples import (
     secrets,
     sessions,
     subscriptions,
+    webapp,
 )
 from tests.pg import wait_for
+from tests.serving import serving
 
 DAY = 24 * 3600 * 1000
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,8 +78,8 @@ def state(app: Any, id: str) -> str:
 
 def test_every_example_is_tested_here() -> None:
     assert EXAMPLES == sorted(
-        ["answers", "batch", "kitcn_app", "messages", "orders", "payments", "reminders", "retries", "saga", "secrets", "sessions",
-         "subscriptions"]
+        ["answers", "batch", "kitcn_app", "messages", "orders", "payments", "reminders", "retries", "saga", "secrets",
+         "sessions", "subscriptions", "webapp"]
     )
     for name in EXAMPLES:
         module = importlib.import_module(f"schema_examples.{name}")
@@ -625,3 +629,50 @@ def test_secrets_each_user_sees_and_changes_only_their_own(build: Any) -> None:
     assert app.run_query(secrets.count_all_secrets) == 3
     ada.mutation(secrets.delete_secret, {"secret_id": diary})
     assert ada.query(secrets.my_secrets) == [] and app.run_query(secrets.count_all_secrets) == 2
+
+
+# -- webapp (FastAPI, the HTTP API, a worker beside it) ------------------------------------
+
+ADA = {"Authorization": "Bearer ada-token"}
+BOB = {"Authorization": "Bearer bob-token"}
+
+
+def test_webapp_endpoints_await_ents_calls_and_serve_the_http_api(build: Any, clock: Any) -> None:
+    app = build(webapp)
+    web = webapp.make_web(app, worker=False)  # jobs run below with the fake clock
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=web), base_url="http://t") as http:
+            assert (await http.get("/ping")).json() == "pong"
+            assert (await http.get("/todos")).status_code == 401
+            added = await http.post("/todos", json={"text": "plants", "remind_in_ms": 60_000}, headers=ADA)
+            assert added.status_code == 201
+            todo = added.json()["id"]
+            assert (await http.get("/todos", headers=ADA)).json() == [{"id": todo, "text": "plants", "reminded": False}]
+            assert (await http.get("/todos", headers=BOB)).json() == []
+            # the same function over Convex's HTTP API, with the same tokens
+            r = await http.post("/convex/api/query", json={"path": "todos:list", "args": {}}, headers=ADA)
+            assert r.json() == {"status": "success", "value": [{"id": todo, "text": "plants", "reminded": False}],
+                                "logLines": []}
+            r = await http.post("/convex/api/query", json={"path": "todos:list", "args": {}})
+            assert r.status_code == 560 and r.json()["errorData"]["code"] == "UNAUTHENTICATED"
+            r = await http.post("/convex/api/query", json={"path": "todos:list", "args": {}}, headers={"Authorization": "Bearer x"})
+            assert r.status_code == 401
+            r = await http.post("/convex/api/mutation", json={"path": "todos:remind", "args": {"todo_id": todo}})
+            assert (r.status_code, r.json()["code"]) == (400, "FunctionNotFound")
+            clock.advance(60_000)
+            app.finish_in_progress_scheduled_functions()
+            assert (await http.get("/todos", headers=ADA)).json()[0]["reminded"] is True
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_webapp_runs_its_worker_beside_the_server(tmp_path: Path) -> None:
+    """Served by uvicorn: the lifespan starts the worker, which runs the reminder."""
+    app = webapp.make_app(f"sqlite:///{tmp_path / 'web.db'}")
+    try:
+        with serving(webapp.make_web(app)) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            assert http.post("/todos", json={"text": "now", "remind_in_ms": 0}, headers=ADA).status_code == 201
+            assert wait_for(lambda: http.get("/todos", headers=ADA).json()[0]["reminded"]), "the worker never ran the reminder"
+    finally:
+        app.close()

@@ -241,7 +241,8 @@ def test_doc() -> None:
 def test_error_tree() -> None:
     for name in ents.errors.__all__:
         cls = getattr(ents, name)
-        assert issubclass(cls, EntsError), name
+        # ConvexError is raised by application code, not by ents: it stands outside the tree.
+        assert issubclass(cls, EntsError) != (name == "ConvexError"), name
         assert cls.__doc__, name
     assert issubclass(EntNotFoundError, LookupError)
     assert issubclass(InvalidIdError, ValidationError)

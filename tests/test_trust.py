@@ -166,7 +166,7 @@ def test_public_functions_work_with_identity_and_only_documented_errors(app: App
 def test_client_has_no_scheduler_and_no_database(app: App):
     client = app.client()
     public = {name for name in dir(client) if not name.startswith("_")}
-    assert public == {"query", "mutation", "action"}
+    assert public == {"query", "mutation", "action", "query_async", "mutation_async", "action_async"}
     for name in ["_scheduled_functions", "scheduler.run_after", "ctx.scheduler.cancel", "ents:scheduled_delete", "_storage", "_cron_jobs"]:
         for method in METHODS:
             _refusal(client, method, name, {})

@@ -3,10 +3,12 @@ callers, caller.schedule and CRPCError, on every backend."""
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import BaseModel, Field, field_validator
 
@@ -21,6 +23,9 @@ from ents import (
     define_ent_schema,
 )
 from ents.crpc import CODES, CRPCError, ProcedureCtx, create_caller, init_crpc
+from ents.http import asgi_app
+from ents.testing import FakeClock
+from ents.testing import test_app as copy_of
 
 schema = define_ent_schema(
     {
@@ -547,3 +552,42 @@ def test_a_failed_scheduled_procedure_records_the_crpc_message(app: Any) -> None
     doc = job(app, job_id)
     assert doc["state"]["kind"] == "failed"
     assert "x conflicts" in doc["state"]["error"] and count(app) == 0
+
+
+# -- over HTTP and in test_app ------------------------------------------------------------------------
+
+
+def test_procedures_over_convex_http_api(app: Any) -> None:
+    api = asgi_app(app)
+
+    def post(path: str, body: Any) -> httpx.Response:
+        async def go() -> httpx.Response:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://test") as http:
+                return await http.post(path, json=body)
+
+        return asyncio.run(asyncio.wait_for(go(), 60))
+
+    name = app.procs["create_item"].name
+    ok = post("/api/mutation", {"path": name, "args": {"name": "web"}, "format": "json"})
+    assert ok.status_code == 200 and ok.json()["value"] == app.run(lambda ctx: ctx.table("items").first_x()._id)
+    bad = post("/api/mutation", {"path": name, "args": {"name": ""}, "format": "json"})
+    assert bad.status_code == 400 and "argument `name`" in bad.json()["message"]
+    hidden = post("/api/mutation", {"path": app.procs["add_internal"].name, "args": {"name": "x"}})
+    assert hidden.status_code == 400 and hidden.json()["code"] == "FunctionNotFound"  # an internal procedure
+    # a CRPCError answers with its code's HTTP status and its data
+    failed = post("/api/mutation", {"path": app.procs["add_then_fail"].name, "args": {"name": "dup"}, "format": "json"})
+    assert failed.status_code == 409
+    body = failed.json()
+    assert body["errorData"] == {"code": "CONFLICT", "message": "dup conflicts"} and "dup conflicts" in body["errorMessage"]
+    refused = post("/api/mutation", {"path": app.procs["add_mine"].name, "args": {"name": "x"}, "format": "json"})
+    assert refused.status_code == 401 and refused.json()["errorData"]["code"] == "UNAUTHORIZED"
+    assert count(app) == 1
+
+
+def test_procedures_and_callers_work_on_a_test_app_copy(app: Any) -> None:
+    with copy_of(app, clock=FakeClock()) as twin:
+        job_id = twin.run(lambda ctx: create_caller(ctx).schedule.now.create_item({"name": "twin"}))
+        twin.finish_in_progress_scheduled_functions()
+        assert twin.run(lambda ctx: ctx.db.system.get(job_id))["state"]["kind"] == "success"
+        assert twin.run_query(app.procs["find"], {"name": "twin"})["name"] == "twin"
+    assert count(app) == 0

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Generic, TypeVar, cast
+from typing import Annotated, Any, cast
 from weakref import WeakKeyDictionary
 
 from pydantic import BaseModel, Field, TypeAdapter
@@ -54,8 +54,6 @@ __all__ = [
     "create_caller",
     "init_crpc",
 ]
-
-M = TypeVar("M", bound=BaseModel)
 
 # -- CRPCError ---------------------------------------------------------------------------------
 
@@ -323,7 +321,7 @@ def procedure_of(fdef: FunctionDef) -> Procedure | None:
     return proc if isinstance(proc, Procedure) else None
 
 
-class ProcedureBuilder(Generic[M]):
+class ProcedureBuilder:
     """A procedure being built: ``.internal()``, ``.use(mw)``, ``.input(M)``, ``.output(T)``,
     then ``.query(fn)`` / ``.mutation(fn)`` / ``.action(fn)`` registers it. Each step returns
     a new builder, so a builder can be shared (``auth_mutation = c.mutation.use(...)``)."""
@@ -359,19 +357,19 @@ class ProcedureBuilder(Generic[M]):
         vis = "internal " if self._internal else ""
         return f"<{vis}{self._kind} procedure builder>"
 
-    def internal(self) -> ProcedureBuilder[M]:
+    def internal(self) -> ProcedureBuilder:
         """Procedures that clients cannot call (ents' ``internal_*`` functions)."""
-        return cast("ProcedureBuilder[M]", self._with(internal=True))
+        return cast("ProcedureBuilder", self._with(internal=True))
 
-    def use(self, middleware: Middleware) -> ProcedureBuilder[M]:
+    def use(self, middleware: Middleware) -> ProcedureBuilder:
         """Add a middleware ``fn(ctx, next)``: it returns ``next(...)`` with the context the
         rest of the chain gets (``next()``, ``next(ctx.extend(user_id=...))``,
         ``next(user_id=...)``), or raises (e.g. ``CRPCError("UNAUTHORIZED")``) to refuse."""
         if not callable(middleware):
             raise SchemaError(f"use() takes a middleware function (ctx, next), got {show(middleware)}")
-        return cast("ProcedureBuilder[M]", self._with(middlewares=(*self._middlewares, middleware)))
+        return cast("ProcedureBuilder", self._with(middlewares=(*self._middlewares, middleware)))
 
-    def input(self, model: type[BaseModel]) -> ProcedureBuilder[Any]:
+    def input(self, model: type[BaseModel]) -> ProcedureBuilder:
         """Validate the input with the pydantic ``model``; the handler gets it as ``input``."""
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise SchemaError(f"input() takes a pydantic model class, got {show(model)}")
@@ -380,15 +378,15 @@ class ProcedureBuilder(Generic[M]):
                 f"input() was already given {self._input_model.__name__}; a procedure has one input model "
                 f"(merge them: class Input({self._input_model.__name__}, {model.__name__}): ...)"
             )
-        return cast("ProcedureBuilder[Any]", self._with(input_model=model))
+        return cast("ProcedureBuilder", self._with(input_model=model))
 
-    def output(self, type_: Any) -> ProcedureBuilder[M]:
+    def output(self, type_: Any) -> ProcedureBuilder:
         """Validate the handler's result with ``type_`` (any pydantic-checkable type)."""
         try:
             TypeAdapter(type_)
         except Exception as exc:
             raise SchemaError(f"output() takes a type pydantic can check, got {show(type_)}: {exc}") from None
-        return cast("ProcedureBuilder[M]", self._with(output=type_))
+        return cast("ProcedureBuilder", self._with(output=type_))
 
     def _register(self, kind: Kind, fn: Any, name: str | None) -> Any:
         def register(handler_fn: Callable[..., Any]) -> FunctionDef:
@@ -401,6 +399,11 @@ class ProcedureBuilder(Generic[M]):
             proc = Procedure(handler_fn, kind, self._internal, self._middlewares, self._input_model, self._output, full)
             if proc.is_async and kind != "action":
                 raise SchemaError(f"Function `{full}`: only actions may be `async def`; {kind}s run inside a transaction")
+            if not proc.is_async and any(inspect.iscoroutinefunction(m) for m in self._middlewares):
+                raise SchemaError(
+                    f"Procedure `{full}`: an `async def` middleware needs an `async def` action handler; "
+                    "queries and mutations run synchronously"
+                )
             decorate = getattr(self._app, ("internal_" if self._internal else "") + kind)
             fdef: FunctionDef = decorate(_handler(proc, handler_fn), name=full)
             return fdef
@@ -443,17 +446,17 @@ class CRPC:
         return f"<crpc of {self.app!r}>"
 
     @property
-    def query(self) -> ProcedureBuilder[Any]:
+    def query(self) -> ProcedureBuilder:
         """Builder of public queries (``.internal()`` for internal ones)."""
         return ProcedureBuilder(self.app, "query")
 
     @property
-    def mutation(self) -> ProcedureBuilder[Any]:
+    def mutation(self) -> ProcedureBuilder:
         """Builder of public mutations."""
         return ProcedureBuilder(self.app, "mutation")
 
     @property
-    def action(self) -> ProcedureBuilder[Any]:
+    def action(self) -> ProcedureBuilder:
         """Builder of public actions."""
         return ProcedureBuilder(self.app, "action")
 

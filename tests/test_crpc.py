@@ -177,6 +177,12 @@ def test_builders_are_immutable_and_check_what_they_are_given(make_app: Any) -> 
         async def early(ctx: Any) -> None: ...
 
         base.mutation(early)
+    with pytest.raises(SchemaError, match="an `async def` middleware needs an `async def` action handler"):
+
+        async def async_mw(ctx: Any, next: Any) -> Any:
+            return await next()
+
+        base.use(async_mw).mutation(lambda ctx: None)
     with pytest.raises(SchemaError, match="takes an App"):
         init_crpc("app")  # type: ignore[arg-type]
 

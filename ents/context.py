@@ -23,6 +23,7 @@ from .errors import (
     ValidationError,
 )
 from .functions import a_kind
+from .orm import Orm
 from .query import Page, Query, SystemTableQuery, TableFactory, TableQuery
 from .rules import SkipRules, rules_view
 from .scheduler import Scheduler, follow_origin
@@ -222,6 +223,11 @@ class QueryCtx:
         return d
 
     @property
+    def orm(self) -> Orm:
+        """kitcn's ORM-style reads and writes over ``ctx.table`` (see ents.orm)."""
+        return Orm(self)
+
+    @property
     def auth(self) -> Auth:
         a = self._auth
         if a is None:
@@ -404,6 +410,7 @@ class ActionCtx:
     db = _NoDb("ctx.db")
     table = _NoDb("ctx.table")
     skip_rules = _NoDb("ctx.skip_rules")
+    orm = _NoDb("ctx.orm")
 
     def __init__(self, app: App, identity: Any = None, job: int | None = None, function: str | None = None) -> None:
         self._app = app
@@ -487,6 +494,7 @@ class AsyncActionCtx:
     db = _NoDb("ctx.db")
     table = _NoDb("ctx.table")
     skip_rules = _NoDb("ctx.skip_rules")
+    orm = _NoDb("ctx.orm")
 
     def __init__(self, sync: ActionCtx) -> None:
         self._sync = sync

@@ -346,6 +346,47 @@ def _single_edge(ent: Ent, edge: Edge) -> Ent | None:
     return ent_class(target)(target, row, tx) if row is not None else None
 
 
+def load_plural_edge(ents: Sequence[Ent], name: str) -> list[list[Ent]]:
+    """For each of ``ents`` (of one table, read in one transaction), the ents at the other
+    end of its plural edge ``name``, in the order ``ent.edge(name)`` yields them and with
+    the read rules applied as there, read together: a few ``IN (...)`` queries per batch
+    of owners instead of one query per owner (what ``with_`` in ents.orm stands on)."""
+    if not ents:
+        return []
+    first = ents[0]
+    tx = first._open()
+    edge = first._edge_def(name)
+    if edge.kind in ("field", "ref"):
+        raise ValidationError(f'Edge "{name}" of table "{first._rt.name}" is singular; read it with .edge("{name}")', table=first._rt.name)
+    target = tx.rt(edge.to)
+    owners = list({e._row[0] for e in ents})
+    found: dict[Any, list[tuple[Any, ...]]] = {}
+    if edge.kind == "many_field":
+        col = target.col_index[edge.field]
+        rows = fetch_rows(tx, target, edge.field, owners)
+        # the order of the edge's own query: creation order within one owner
+        rows.sort(key=(lambda r: r[0]) if tx.dialect.rid_order else (lambda r: (r[1], r[0])))
+        for row in rows:
+            found.setdefault(row[col], []).append(row)
+    else:
+        assert edge.edge_table is not None and edge.ref is not None
+        links = tx.rt(edge.edge_table)
+        own, other = links.col_index[edge.field], links.col_index[edge.ref]
+        pairs = sorted(fetch_rows(tx, links, edge.field, owners), key=lambda r: r[0])  # when each edge was added
+        by_rid = {r[0]: r for r in fetch_rows(tx, target, "_rid", list({p[other] for p in pairs}))}
+        for pair in pairs:
+            other_row = by_rid.get(pair[other])
+            if other_row is not None:
+                found.setdefault(pair[own], []).append(other_row)
+    # one cohort for all of them, so that their own singular edges load together too
+    loaded = iter(make_ents(target, [r for e in ents for r in found.get(e._row[0], ())], tx))
+    out = [[next(loaded) for _ in found.get(e._row[0], ())] for e in ents]
+    rules = getattr(tx, "rules", None)
+    if rules is not None:
+        out = [[x for x in group if rules.readable(x)] for group in out]
+    return out
+
+
 def _plural_edge(ent: Ent, edge: Edge) -> Query:
     tx = ent._tx
     target = tx.rt(edge.to)

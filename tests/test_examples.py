@@ -27,6 +27,7 @@ from ents import EntNotFoundError, FunctionNotFoundError, RuleError, ValidationE
 from schema_examples import (
     answers,
     batch,
+    kitcn_app,
     messages,
     orders,
     payments,
@@ -77,8 +78,8 @@ def state(app: Any, id: str) -> str:
 
 def test_every_example_is_tested_here() -> None:
     assert EXAMPLES == sorted(
-        ["answers", "batch", "messages", "orders", "payments", "reminders", "retries", "saga", "secrets", "sessions",
-         "subscriptions", "webapp"]
+        ["answers", "batch", "kitcn_app", "messages", "orders", "payments", "reminders", "retries", "saga", "secrets",
+         "sessions", "subscriptions", "webapp"]
     )
     for name in EXAMPLES:
         module = importlib.import_module(f"schema_examples.{name}")
@@ -261,6 +262,99 @@ def test_subscriptions(build: Any, clock: Any) -> None:
     app.finish_in_progress_scheduled_functions()
     rows = app.run_query(subscriptions.list_subscriptions)
     assert [(r["id"], r["status"]) for r in rows] == [(mine, "expired")]
+
+
+# -- kitcn procedures and ctx.orm ---------------------------------------------------------
+
+
+def test_kitcn_app(build: Any, clock: Any) -> None:
+    from ents.crpc import CRPCError
+
+    ref = kitcn_app.ref
+    clock.set_time(datetime(2026, 1, 2, 8, 0, tzinfo=UTC))
+    app = build(kitcn_app)
+    ada = app.client(identity={"subject": "ada"})
+
+    def rows(table: str) -> list[dict[str, Any]]:
+        return app.run_query(ref("list_rows"), {"table": table})  # type: ignore[no-any-return]
+
+    def pending() -> list[str]:
+        return sorted(j["name"].partition(":")[2] for j in ada.query(ref("list_pending_jobs"), {}))
+
+    # authMutation: no identity, no call (and nothing written)
+    with pytest.raises(CRPCError, match="Sign in first") as refused:
+        app.client().mutation(ref("create_item"), {"name": "x"})
+    assert refused.value.code == "UNAUTHORIZED" and refused.value.http_status == 401 and rows("items") == []
+    with pytest.raises(FunctionNotFoundError):
+        ada.mutation(ref("charge"), {"order_id": "x"})  # private procedures are internal functions
+    with pytest.raises(ValidationError, match="Invalid arguments for function `schema_examples.kitcn_app:create_item`"):
+        ada.mutation(ref("create_item"), {"title": "x"})
+
+    # create item: returning("id"), then the notification once the mutation committed
+    item = ada.mutation(ref("create_item"), {"name": "lamp"})
+    assert [r["id"] for r in rows("items")] == [item] and pending() == ["send_notification"]
+    app.finish_in_progress_scheduled_functions()
+    assert [(n["item_id"], n["text"]) for n in rows("notifications")] == [(item, "New item")]
+
+    # process order: processing now, charged 5 s later
+    order = ada.mutation(ref("place_order"), {"total_cents": 1200})
+    ada.mutation(ref("process_order"), {"order_id": order})
+    assert rows("orders")[0]["status"] == "processing"
+    clock.advance(kitcn_app.CHARGE_DELAY_MS - 1)
+    app.finish_in_progress_scheduled_functions()
+    assert rows("orders")[0]["status"] == "processing"
+    clock.advance(1)
+    app.finish_in_progress_scheduled_functions()
+    assert rows("orders")[0]["status"] == "paid"
+
+    # reminders: at a time, BAD_REQUEST for the past (nothing scheduled)
+    with pytest.raises(CRPCError, match="Reminder time must be in the future") as past:
+        ada.mutation(ref("schedule_reminder"), {"message": "late", "send_at": clock.now()})
+    assert (past.value.code, past.value.http_status, past.value.data["code"]) == ("BAD_REQUEST", 400, "BAD_REQUEST")
+    at = clock.now() + 60_000
+    ada.mutation(ref("schedule_reminder"), {"message": "stand up", "send_at": at})
+    clock.advance(60_000)
+    app.finish_in_progress_scheduled_functions()
+    assert [(r["message"], r["sent_at"]) for r in rows("sent_reminders")] == [("stand up", at)]
+
+    # subscriptions: the job id is stored, cancel cancels it, NOT_FOUND afterwards
+    keep = ada.mutation(ref("create_subscription"), {"plan_id": "pro"})
+    drop = ada.mutation(ref("create_subscription"), {"plan_id": "trial"})
+    jobs = {s["id"]: s["expiration_job_id"] for s in rows("subscriptions")}
+    status = ada.query(ref("get_job_status"), {"job_id": jobs[drop]})
+    assert status == {"name": ref("expire"), "scheduled_time": clock.now() + kitcn_app.SUBSCRIPTION_MS,
+                      "completed_time": None, "state": {"kind": "pending"}}
+    assert pending() == ["expire", "expire"]
+    ada.mutation(ref("cancel_subscription"), {"subscription_id": drop})
+    assert ada.query(ref("get_job_status"), {"job_id": jobs[drop]})["state"]["kind"] == "canceled"
+    with pytest.raises(CRPCError, match="Subscription not found") as missing:
+        ada.mutation(ref("cancel_subscription"), {"subscription_id": drop})
+    assert missing.value.http_status == 404
+    assert [p["id"] for p in ada.query(ref("list_pending_jobs"), {})] == [jobs[keep]]
+    clock.advance(kitcn_app.SUBSCRIPTION_MS)
+    app.finish_in_progress_scheduled_functions()
+    assert [(s["id"], s["status"]) for s in rows("subscriptions")] == [(keep, "expired")]
+    assert ada.query(ref("get_job_status"), {"job_id": jobs[keep]})["completed_time"] == clock.now()
+
+
+def test_kitcn_app_crons(build: Any, clock: Any) -> None:
+    clock.set_time(datetime(2026, 1, 2, 7, 0, tzinfo=UTC))
+    app = build(kitcn_app)
+    ref = kitcn_app.ref
+    now = clock.now()
+    app.run(lambda ctx: ctx.orm.insert("sessions").values(
+        [{"token": f"old{i}", "last_active_at": now - 31 * DAY} for i in range(3)]
+        + [{"token": "fresh", "last_active_at": now - DAY}]))
+    ada = app.client(identity={"subject": "ada"})
+    ada.mutation(ref("place_order"), {"total_cents": 5})
+    ada.mutation(ref("create_item"), {"name": "lamp"})
+    app.finish_in_progress_scheduled_functions()  # the interval cron runs first when scheduling starts
+    assert [s["token"] for s in app.run_query(ref("list_rows"), {"table": "sessions"})] == ["fresh"]
+    assert app.run_mutation(ref("cleanup_stale_data"), {}) == {"deleted_count": 0}
+    clock.set_time(datetime(2026, 1, 2, 9, 0, tzinfo=UTC))
+    app.finish_in_progress_scheduled_functions()
+    reports = app.run_query(ref("list_rows"), {"table": "reports"})
+    assert [(r["type"], r["data"]) for r in reports] == [("daily", {"orders": 1, "items": 1})]
 
 
 # -- orders ------------------------------------------------------------------------------
